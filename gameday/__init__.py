@@ -1,0 +1,1 @@
+"""gameday: chaos and acceptance tests for live CloudMart-shaped deployments."""

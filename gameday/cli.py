@@ -1,0 +1,165 @@
+"""The `gameday` command: run the lab, check target files.
+
+Exit codes: 0 done, 1 the operation failed (one line says which component and where its log
+is), 2 bad input (one line names the file, field and value). No tracebacks for either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from gameday.secrets import redact
+from gameday.target import ROLES, TargetError, load_target
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def _lab_layout(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from lab.layout import LabLayout
+
+    return LabLayout.from_env(base_port=args.base_port)
+
+
+def cmd_lab_up(args: argparse.Namespace) -> int:
+    from lab import control
+
+    layout = _lab_layout(args)
+    elapsed = control.up(layout, progress=print)
+    table, _ = control.status_table(layout)
+    print(table)
+    print(f"lab is up in {elapsed:.1f} s; entrypoint {layout.entrypoint_url}")
+    return 0
+
+
+def cmd_lab_down(args: argparse.Namespace) -> int:
+    from lab import control
+
+    control.down(_lab_layout(args), progress=print)
+    return 0
+
+
+def cmd_lab_status(args: argparse.Namespace) -> int:
+    from lab import control
+
+    layout = _lab_layout(args)
+    if not control.is_running(layout):
+        print(f"lab is not running (no supervisord for {layout.state_dir})")
+        return 3
+    table, healthy = control.status_table(layout)
+    print(table)
+    return 0 if healthy else EXIT_FAILED
+
+
+def cmd_lab_logs(args: argparse.Namespace) -> int:
+    from lab import control
+
+    layout = _lab_layout(args)
+    names = [args.component] if args.component else sorted(
+        p.stem for p in layout.log_dir.glob("*.log")
+    )
+    if not names:
+        print(f"no logs under {layout.log_dir} (is the lab up?)", file=sys.stderr)
+        return EXIT_FAILED
+    paths = [control.log_path(layout, n) for n in names]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        print(f"no such log: {missing[0]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    tail = ["tail", "-n", str(args.lines)] + (["-F"] if args.follow else []) + [str(p) for p in paths]
+    os.execvp("tail", tail)
+
+
+def cmd_lab_target(args: argparse.Namespace) -> int:
+    from lab.target import render_target
+
+    print(render_target(_lab_layout(args)), end="")
+    return 0
+
+
+def cmd_target_check(args: argparse.Namespace) -> int:
+    target = load_target(args.target)
+    present = [r for r in ROLES if getattr(target, r)]
+    absent = [r for r in ROLES if not getattr(target, r)]
+    print(f"{target.source}: ok: target {target.name!r} ({target.provider})")
+    print(f"  entrypoint: {redact(target.entrypoint.url)}{target.entrypoint.health_path}")
+    print(f"  roles: {', '.join(present) or 'none'}" + (f"; absent: {', '.join(absent)}" if absent else ""))
+    if target.servers:
+        servers = ", ".join(f"{s.name} (zone {s.zone})" for s in target.servers)
+        print(f"  servers: {servers}")
+    print(f"  destructive scenarios: {'allowed' if target.allow_destructive else 'need --allow-destructive'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gameday",
+        description=(
+            "Chaos and acceptance tests for live web deployments. Scenarios run with "
+            "`pytest features/ [--target NAME|PATH]`; this command manages the embedded lab "
+            "and checks target files."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    lab = sub.add_parser(
+        "lab",
+        help="the embedded CloudMart lab (HAProxy, 2 backends, pg_auto_failover, Redis+Sentinel)",
+        description="Run the embedded lab on 127.0.0.1, in a block of ports from --base-port.",
+    )
+    lab_sub = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
+
+    def lab_cmd(name: str, func: object, help_: str) -> argparse.ArgumentParser:
+        p = lab_sub.add_parser(name, help=help_, description=help_)
+        p.add_argument(
+            "--base-port",
+            type=int,
+            default=None,
+            help="first port of the lab's block of 50 (default $GAMEDAY_LAB_BASE_PORT or 17400)",
+        )
+        p.set_defaults(func=func)
+        return p
+
+    lab_cmd("up", cmd_lab_up, "start the lab (idempotent) and wait until every part is healthy")
+    lab_cmd("down", cmd_lab_down, "stop every process of the lab and remove its folder")
+    lab_cmd("status", cmd_lab_status, "a table of components, roles, ports and health")
+    logs = lab_cmd("logs", cmd_lab_logs, "show the logs of one component or all")
+    logs.add_argument("component", nargs="?", help="e.g. haproxy, postgres1, redis2, backend1")
+    logs.add_argument("-n", "--lines", type=int, default=40, help="lines to show (default 40)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep following")
+    lab_cmd("target", cmd_lab_target, "print the target file for a lab on --base-port")
+
+    tgt = sub.add_parser(
+        "target",
+        help="check target files",
+        description="Validate a target file and show which roles it binds.",
+    )
+    tgt_sub = tgt.add_subparsers(dest="target_command", required=True, metavar="ACTION")
+    check = tgt_sub.add_parser("check", help="validate a target (name in targets/ or a path)")
+    check.add_argument("target", help="a name from targets/ (e.g. lab) or a path to a YAML file")
+    check.set_defaults(func=cmd_target_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from lab.control import LabError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except TargetError as exc:
+        print(f"gameday: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (LabError, ValueError) as exc:
+        print(f"gameday: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("gameday: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+"""Facts: one-shot questions asked of a target's roles, answered as plain data.
+
+Acceptance steps gather facts here and hand them to the pure checks in `gameday.checks`.
+Every question goes to the real endpoint the target names (the load balancer, the database
+writer, the cache's primary endpoint, the sentinels) with a bounded timeout; clients are made
+inside each function, never at import time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from gameday.target import Cache, Database, LoadBalancer, Target
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    url: str
+    status: int | None
+    duration_sec: float
+    served_by: str | None = None
+    error: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+
+
+def _client(target: Target) -> httpx.Client:
+    return httpx.Client(base_url=target.entrypoint.url, timeout=target.entrypoint.timeout_sec)
+
+
+def server_of(served_by: str | None) -> str | None:
+    """`server1/az-a` -> `server1`: the server part of an X-Served-By value."""
+    return served_by.split("/")[0].strip() if served_by else None
+
+
+def request(
+    client: httpx.Client, target: Target, method: str, path: str, **kwargs: Any
+) -> HttpAnswer:
+    """One request; a transport error is an answer too (status None, error set)."""
+    started = time.monotonic()
+    try:
+        resp = client.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        return HttpAnswer(path, None, time.monotonic() - started, error=type(exc).__name__)
+    duration = time.monotonic() - started
+    try:
+        body = resp.json()
+    except ValueError:
+        body = resp.text[:200]
+    return HttpAnswer(
+        path,
+        resp.status_code,
+        duration,
+        served_by=server_of(resp.headers.get(target.entrypoint.served_by_header)),
+        headers=dict(resp.headers),
+        body=body,
+    )
+
+
+def health(target: Target) -> HttpAnswer:
+    with _client(target) as client:
+        return request(client, target, "GET", target.entrypoint.health_path)
+
+
+def rotation_sample(target: Target, requests: int) -> tuple[Counter[str], list[HttpAnswer]]:
+    """Who answered `requests` health checks through the entrypoint."""
+    answers: list[HttpAnswer] = []
+    with _client(target) as client:
+        for _ in range(requests):
+            answers.append(request(client, target, "GET", target.entrypoint.health_path))
+    seen = Counter(a.served_by or "(unknown)" for a in answers if a.status == 200)
+    return seen, answers
+
+
+def lb_backend_states(lb: LoadBalancer) -> dict[str, str]:
+    """server -> status ("UP", "DOWN", "MAINT", "no check"...) as the load balancer reports."""
+    if lb.kind != "haproxy":
+        raise NotImplementedError(f"reading backends of a {lb.kind} load balancer")
+    if lb.stats_url:
+        resp = httpx.get(lb.stats_url.rstrip("/") + ";csv", timeout=2.0)
+        resp.raise_for_status()
+        text = resp.text
+    elif lb.stats_socket:
+        text = _haproxy_socket(lb.stats_socket, "show stat")
+    else:
+        raise ValueError("load_balancer needs stats_url or stats_socket")
+    rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
+    return {
+        r["svname"]: r["status"]
+        for r in rows
+        if r["pxname"] == lb.backend and r["svname"] not in ("FRONTEND", "BACKEND")
+    }
+
+
+def _haproxy_socket(path: str, command: str) -> str:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        sock.connect(path)
+        sock.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+# -- database ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StandbyRow:
+    name: str
+    state: str | None  # None: the user lacks pg_monitor and the row is hidden
+    sync_state: str | None
+    replay_lag_sec: float
+    lag_bytes: int
+
+
+@dataclass(frozen=True)
+class ReplicationFacts:
+    synchronous_standby_names: str
+    standbys: list[StandbyRow]
+
+
+def replication(db: Database) -> ReplicationFacts:
+    import psycopg
+
+    with psycopg.connect(db.writer_url, autocommit=True) as conn:
+        names = conn.execute("SHOW synchronous_standby_names").fetchone()
+        rows = conn.execute(
+            "SELECT application_name, state, sync_state,"
+            " coalesce(extract(epoch FROM replay_lag), 0)::float8,"
+            " coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::bigint"
+            " FROM pg_stat_replication ORDER BY application_name"
+        ).fetchall()
+    return ReplicationFacts(
+        synchronous_standby_names=str(names[0]) if names else "",
+        standbys=[StandbyRow(*r) for r in rows],
+    )
+
+
+@dataclass(frozen=True)
+class OrderReadBack:
+    created: HttpAnswer
+    order_id: str | None
+    consistent: HttpAnswer | None
+    replica_seconds: float | None  # None: the default read never found it before the deadline
+    replica_attempts: int
+
+
+def write_and_read_order(target: Target, within_sec: float) -> OrderReadBack:
+    """POST an order, read it at once consistently, then poll the default read path."""
+    orders = target.app.orders
+    assert orders is not None
+    key = f"gameday-{uuid.uuid4()}"
+    with _client(target) as client:
+        created = request(
+            client, target, "POST", orders.create_path,
+            json=orders.body, headers={orders.idempotency_header: key},
+        )  # fmt: skip
+        body = created.body if isinstance(created.body, dict) else {}
+        order_id = body.get(orders.id_field)
+        if created.status is None or not 200 <= created.status < 300 or order_id is None:
+            return OrderReadBack(created, None, None, None, 0)
+        path = orders.read_path.format(id=order_id)
+        consistent = request(client, target, "GET", f"{path}?{orders.consistent_read_query}")
+        started = time.monotonic()
+        attempts = 0
+        while True:
+            attempts += 1
+            answer = request(client, target, "GET", path)
+            if answer.status == 200:
+                return OrderReadBack(
+                    created, str(order_id), consistent, time.monotonic() - started, attempts
+                )
+            if time.monotonic() - started > within_sec:
+                return OrderReadBack(created, str(order_id), consistent, None, attempts)
+            time.sleep(0.05)
+
+
+# -- cache ---------------------------------------------------------------------------------
+
+
+def _redis(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(
+        url, socket_timeout=2.0, socket_connect_timeout=2.0, decode_responses=True
+    )
+
+
+@dataclass(frozen=True)
+class CacheReplication:
+    role: str
+    run_id: str
+    replicas: list[dict[str, str]]  # each: ip, port, state, lag
+
+
+def cache_replication(cache: Cache) -> CacheReplication:
+    client = _redis(cache.url)
+    try:
+        info = client.info("replication")
+        server = client.info("server")
+    finally:
+        client.close()
+    replicas = [
+        {k: str(v) for k, v in info[key].items()}
+        for key in sorted(info)
+        if key.startswith("slave") and isinstance(info[key], dict)
+    ]
+    return CacheReplication(str(info.get("role")), str(server.get("run_id")), replicas)
+
+
+@dataclass(frozen=True)
+class SentinelView:
+    address: str
+    error: str | None = None
+    master_address: str | None = None
+    master_run_id: str | None = None
+    flags: str = ""
+    other_sentinels: int = 0
+    quorum: int = 0
+
+
+def sentinel_views(cache: Cache) -> list[SentinelView]:
+    import redis
+
+    views = []
+    for address in cache.sentinels:
+        host, _, port = address.rpartition(":")
+        client = redis.Redis(
+            host=host, port=int(port), socket_timeout=2.0, socket_connect_timeout=2.0,
+            decode_responses=True,
+        )  # fmt: skip
+        try:
+            m = client.sentinel_master(cache.master_name or "mymaster")
+            views.append(
+                SentinelView(
+                    address,
+                    master_address=f"{m['ip']}:{m['port']}",
+                    master_run_id=str(m.get("runid", "")),
+                    flags=str(m.get("flags", "")),
+                    other_sentinels=int(m.get("num-other-sentinels", 0)),
+                    quorum=int(m.get("quorum", 0)),
+                )
+            )
+        except redis.RedisError as exc:
+            views.append(SentinelView(address, error=f"{type(exc).__name__}: {exc}"))
+        finally:
+            client.close()
+    return views
+
+
+@dataclass(frozen=True)
+class CacheAsideRound:
+    product_id: int
+    first: HttpAnswer
+    second: HttpAnswer
+
+
+def cache_aside_rounds(target: Target, cache: Cache, rounds: int) -> list[CacheAsideRound]:
+    """Evict a product's key, then read it twice through the entrypoint, `rounds` times.
+
+    Evicting is safe for a cache-aside cache (the next read refills it) and makes the first
+    read a true miss whatever traffic came before.
+    """
+    client_r = _redis(cache.url)
+    out = []
+    try:
+        with _client(target) as client:
+            for i in range(rounds):
+                pid = target.app.product_id + i
+                client_r.delete(target.app.product_key.format(id=pid))
+                path = target.app.product_path.format(id=pid)
+                first = request(client, target, "GET", path)
+                second = request(client, target, "GET", path)
+                out.append(CacheAsideRound(pid, first, second))
+    finally:
+        client_r.close()
+    return out
+
+
+@dataclass(frozen=True)
+class PersistenceFacts:
+    appendonly: bool | None
+    appendfsync: str | None
+    rdb: bool | None
+    source: str
+
+
+def cache_persistence(cache: Cache) -> PersistenceFacts:
+    """CONFIG GET where allowed; INFO persistence where CONFIG is disabled (ElastiCache)."""
+    import redis
+
+    client = _redis(cache.url)
+    try:
+        try:
+            cfg = client.config_get("appendonly")
+            cfg.update(client.config_get("appendfsync"))
+            cfg.update(client.config_get("save"))
+            return PersistenceFacts(
+                appendonly=cfg.get("appendonly") == "yes",
+                appendfsync=cfg.get("appendfsync"),
+                rdb=bool(cfg.get("save", "").strip()),
+                source="CONFIG GET",
+            )
+        except redis.ResponseError:
+            info = client.info("persistence")
+            return PersistenceFacts(
+                appendonly=str(info.get("aof_enabled")) == "1",
+                appendfsync=None,
+                rdb=None,
+                source="INFO persistence",
+            )
+    finally:
+        client.close()
+
+
+# -- sessions and rate limit ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionTrial:
+    login: HttpAnswer
+    checks: list[HttpAnswer]  # whoami answers until one came from another server
+
+
+def session_across_servers(target: Target, tries: int = 12) -> SessionTrial:
+    sessions = target.app.sessions
+    assert sessions is not None
+    user = f"gameday-{uuid.uuid4().hex[:8]}"
+    body = {k: (v.format(user=user) if isinstance(v, str) else v) for k, v in sessions.login_body.items()}
+    with _client(target) as client:
+        login = request(client, target, "POST", sessions.login_path, json=body)
+        token = login.body.get(sessions.token_field) if isinstance(login.body, dict) else None
+        checks: list[HttpAnswer] = []
+        if token is None:
+            return SessionTrial(login, checks)
+        for _ in range(tries):
+            # A fresh connection per try so the load balancer may pick another server.
+            with _client(target) as fresh:
+                answer = request(
+                    fresh, target, "GET", sessions.whoami_path,
+                    headers={"Authorization": f"Bearer {token}"},
+                )  # fmt: skip
+            checks.append(answer)
+            if answer.served_by and answer.served_by != login.served_by:
+                break
+    return SessionTrial(login, checks)
+
+
+def rate_limit_statuses(target: Target) -> list[int | None]:
+    """`requests + 1` requests as a fresh user; their statuses in order."""
+    limit = target.app.rate_limit
+    assert limit is not None
+    user = f"gameday-{uuid.uuid4().hex}"
+    with _client(target) as client:
+        return [
+            request(client, target, "GET", limit.path, headers={limit.user_header: user}).status
+            for _ in range(limit.requests + 1)
+        ]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")

@@ -1,0 +1,286 @@
+"""Targets: one YAML file per deployment, binding roles to endpoints.
+
+A target names the entrypoint (the load balancer's URL), the load balancer and how to read its
+backends' state, the database writer and reader, the cache, the servers and their zones, and
+the reference API the acceptance scenarios talk to. Only `name`, `provider` and `entrypoint`
+are required: a scenario that needs a role the target lacks is skipped with that reason.
+
+Values may use `${VAR}` or `${VAR:-default}`; secrets belong in the environment, never in the
+file. Loading validates everything and fails with one line naming the file, the field and the
+problem (`TargetError`), before anything is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from gameday.secrets import redact, register_secret
+
+TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+DEFAULT_TARGET = "lab"
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Keys whose interpolated values are secrets even outside a URL.
+_SECRET_KEY = re.compile(r"password|secret|token|api_key", re.IGNORECASE)
+
+
+class TargetError(Exception):
+    """A target file cannot be used. `str()` is the one line to show the user."""
+
+
+def _url(schemes: tuple[str, ...]) -> AfterValidator:
+    def check(value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in schemes:
+            raise ValueError(
+                f"{value!r} is not a URL with scheme {' or '.join(schemes)}"
+            )
+        # A libpq multi-host URL ("h1:5432,h2:5432") is not one netloc: check each host.
+        hosts = parts.netloc.rpartition("@")[2]
+        if not hosts or any(not h.split(":")[0] for h in hosts.split(",")):
+            raise ValueError(f"{value!r} has no host")
+        for h in hosts.split(","):
+            port = h.rpartition(":")[2] if ":" in h else ""
+            if port and not port.isdigit():
+                raise ValueError(f"{value!r} has a bad port {port!r}")
+        return value
+
+    return AfterValidator(check)
+
+
+HttpUrl = Annotated[str, _url(("http", "https"))]
+PostgresUrl = Annotated[str, _url(("postgresql", "postgres"))]
+RedisUrl = Annotated[str, _url(("redis", "rediss"))]
+
+
+def _path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} must start with /")
+    return value
+
+
+UrlPath = Annotated[str, AfterValidator(_path)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __repr__(self) -> str:
+        # Tracebacks and assertion messages show fixtures' reprs: never a DSN's password.
+        return redact(super().__repr__())
+
+    __str__ = __repr__
+
+
+class Entrypoint(_Model):
+    """Where users come in: the load balancer's URL."""
+
+    url: HttpUrl
+    health_path: UrlPath = "/health"
+    served_by_header: str = "X-Served-By"
+    timeout_sec: float = Field(default=2.0, gt=0)
+
+
+class LoadBalancer(_Model):
+    """How to read the load balancer's view of its backends."""
+
+    kind: Literal["haproxy", "alb"]
+    stats_url: HttpUrl | None = None
+    stats_socket: str | None = None
+    backend: str = "servers"
+    # How long the load balancer takes to take a dead server out (checks x interval).
+    detection_sec: float = Field(default=2.0, gt=0)
+
+
+class Database(_Model):
+    """PostgreSQL with a standby (RDS Multi-AZ or self-run)."""
+
+    kind: Literal["postgres"] = "postgres"
+    writer_url: PostgresUrl
+    reader_url: PostgresUrl | None = None
+    synchronous: bool = True
+    max_replica_lag_sec: float = Field(default=5.0, gt=0)
+    replica_read_within_sec: float = Field(default=2.0, gt=0)
+
+
+class Persistence(_Model):
+    """What the cache promises to keep across a restart (the seed: AOF, fsync every second)."""
+
+    appendonly: bool
+    appendfsync: Literal["always", "everysec", "no"] | None = None
+    rdb: bool | None = None
+
+
+class Cache(_Model):
+    """Redis with a replica (ElastiCache or self-run) behind one primary endpoint."""
+
+    kind: Literal["redis"] = "redis"
+    url: RedisUrl
+    # host:port of each Sentinel, when a Sentinel (not ElastiCache) manages failover.
+    sentinels: list[str] = []
+    master_name: str | None = None
+    persistence: Persistence | None = None
+
+
+class Server(_Model):
+    """A backend server (a host, an EC2 instance) in a zone."""
+
+    name: str = Field(min_length=1)
+    zone: str = Field(min_length=1)
+    # The server's own address, bypassing the load balancer (for targeted checks).
+    url: HttpUrl | None = None
+
+
+class Orders(_Model):
+    create_path: UrlPath = "/api/orders"
+    read_path: str = "/api/orders/{id}"
+    body: dict[str, Any] = {"item": "gameday-probe", "quantity": 1}
+    id_field: str = "id"
+    idempotency_header: str = "Idempotency-Key"
+    consistent_read_query: str = "consistent=true"
+
+
+class Sessions(_Model):
+    login_path: UrlPath = "/api/login"
+    login_body: dict[str, Any] = {"user": "{user}"}
+    token_field: str = "session"
+    whoami_path: UrlPath = "/api/me"
+
+
+class RateLimit(_Model):
+    requests: int = Field(default=100, gt=0)
+    window_sec: int = Field(default=60, gt=0)
+    path: UrlPath = "/api/products/1"
+    user_header: str = "X-User-Id"
+
+
+class App(_Model):
+    """The application's API as the acceptance scenarios use it (defaults: the reference app)."""
+
+    product_path: str = "/api/products/{id}"
+    # The cache key of a product (cache-aside): the acceptance check evicts it to force a miss.
+    product_key: str = "product:{id}"
+    product_id: int = 1
+    cache_header: str = "X-Cache"
+    orders: Orders | None = Orders()
+    sessions: Sessions | None = Sessions()
+    rate_limit: RateLimit | None = RateLimit()
+
+
+class LabSettings(_Model):
+    """For `provider: lab`: the lab that serves this target (the harness starts it)."""
+
+    base_port: int = Field(default=17400, gt=1024, lt=65000)
+
+
+class Target(_Model):
+    name: str = Field(min_length=1)
+    provider: Literal["lab", "docker", "aws", "generic"]
+    description: str = ""
+    allow_destructive: bool = False
+    entrypoint: Entrypoint
+    load_balancer: LoadBalancer | None = None
+    database: Database | None = None
+    cache: Cache | None = None
+    servers: list[Server] = []
+    app: App = App()
+    lab: LabSettings | None = None
+
+    # Set by load_target: where the file came from, for messages.
+    source: str = Field(default="", exclude=True)
+
+    def zones(self) -> list[str]:
+        return sorted({s.zone for s in self.servers})
+
+
+ROLES = ("load_balancer", "database", "cache", "servers")
+
+
+def resolve_target_path(name_or_path: str) -> Path:
+    """`lab` means targets/lab.yaml; anything with a slash or a suffix is a path."""
+    if "/" in name_or_path or name_or_path.endswith((".yaml", ".yml")):
+        return Path(name_or_path)
+    return TARGETS_DIR / f"{name_or_path}.yaml"
+
+
+def load_target(name_or_path: str) -> Target:
+    path = resolve_target_path(name_or_path)
+    shown = _shown(path)
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in TARGETS_DIR.glob("*.yaml")))
+        raise TargetError(f"{shown}: no such target file (known targets: {known})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise TargetError(f"{shown}: {where}invalid YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise TargetError(f"{shown}: the file must be a mapping of roles, not {type(raw).__name__}")
+    raw = _interpolate(raw, shown, ())
+    try:
+        target = Target.model_validate(raw)
+    except ValidationError as exc:
+        raise TargetError(f"{shown}: {_first_error(exc)}") from None
+    return target.model_copy(update={"source": shown})
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _interpolate(node: Any, shown: str, where: tuple[str | int, ...]) -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate(v, shown, (*where, k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, shown, (*where, i)) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name)
+        if value is None:
+            if default is None:
+                raise TargetError(
+                    f"{shown}: {_dotted(where)}: environment variable {name} is not set"
+                )
+            value = default
+        if _SECRET_KEY.search(name) or (where and _SECRET_KEY.search(str(where[-1]))):
+            register_secret(value)
+        return value
+
+    return _VAR.sub(sub, node)
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top)"
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    # Union members add their type names to the location ("str", "function-after[...]").
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p == "str")))
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{_dotted(loc)}: unknown key"
+    if kind == "missing":
+        return f"{_dotted(loc)}: required but missing"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if kind == "literal_error":
+        msg = f"{err['input']!r} is not one of {msg.removeprefix('Input should be ')}"
+    return f"{_dotted(loc)}: {msg}"

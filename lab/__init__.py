@@ -1,0 +1,1 @@
+"""The embedded CloudMart lab: a real deployment that ships with the harness."""

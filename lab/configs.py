@@ -1,0 +1,325 @@
+"""Config files of the lab's real services, rendered from a `LabLayout`.
+
+HAProxy and supervisord configs are rewritten on every `lab up` (they are pure functions of the
+layout). Redis and Sentinel configs are written once: both rewrite their own files at run time
+(Sentinel records the current master, `replicaof` moves after a failover), and rewriting them on
+a restart would undo a failover the lab has lived through.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from lab.layout import (
+    CONTROL_GROUP,
+    DB_NAME,
+    PG_BIN,
+    PROJECT_ROOT,
+    REDIS_MASTER_NAME,
+    SERVERS,
+    LabLayout,
+    LabServer,
+)
+
+# Health checks every 500 ms and two failures to mark a server down: the load balancer
+# notices a dead server in about a second, fast enough for a game day to measure.
+CHECK_INTER_MS = 500
+CHECK_FALL = 2
+CHECK_RISE = 2
+SENTINEL_DOWN_AFTER_MS = 2000
+SENTINEL_FAILOVER_TIMEOUT_MS = 10000
+
+
+def haproxy_cfg(layout: LabLayout) -> str:
+    servers = "\n".join(
+        f"    server {s.name} 127.0.0.1:{layout.backend_port(s)} check" for s in SERVERS
+    )
+    redis_servers = "\n".join(
+        f"    server {s.redis_program} 127.0.0.1:{layout.redis_port(s)} check" for s in SERVERS
+    )
+    return f"""# Rendered by gameday's lab from its layout; edits are overwritten by `gameday lab up`.
+global
+    maxconn 4096
+    stats socket {layout.haproxy_socket} mode 600 level admin
+    log stdout format raw local0 notice
+
+defaults
+    mode http
+    log global
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    timeout check 1s
+    retries 2
+    option redispatch
+
+frontend web
+    bind 127.0.0.1:{layout.http_port}
+    default_backend servers
+
+backend servers
+    balance roundrobin
+    option httpchk GET /health
+    http-check expect status 200
+    default-server inter {CHECK_INTER_MS}ms fall {CHECK_FALL} rise {CHECK_RISE}
+{servers}
+
+frontend stats
+    bind 127.0.0.1:{layout.stats_port}
+    stats enable
+    stats uri /stats
+    stats refresh 5s
+    stats show-legends
+
+# The cache's stable primary endpoint: only the node that says role:master is UP, so clients
+# follow a Sentinel failover without knowing about Sentinel (as ElastiCache's primary endpoint).
+listen redis-primary
+    mode tcp
+    bind 127.0.0.1:{layout.redis_endpoint_port}
+    timeout client 5m
+    timeout server 5m
+    option tcp-check
+    tcp-check connect
+    tcp-check send PING\\r\\n
+    tcp-check expect string +PONG
+    tcp-check send info\\ replication\\r\\n
+    tcp-check expect string role:master
+    tcp-check send QUIT\\r\\n
+    tcp-check expect string +OK
+    default-server inter {CHECK_INTER_MS}ms fall {CHECK_FALL} rise {CHECK_RISE} on-marked-down shutdown-sessions
+{redis_servers}
+"""
+
+
+def redis_conf(layout: LabLayout, server: LabServer) -> str:
+    primary = SERVERS[0]
+    replicaof = (
+        "" if server == primary else f"replicaof 127.0.0.1 {layout.redis_port(primary)}\n"
+    )
+    folder = layout.redis_dir / server.redis_program
+    # Persistence as in the seed: RDB snapshots plus AOF fsynced every second
+    # ("at most 1 s of writes lost"), 256 MB with LRU eviction.
+    return f"""bind 127.0.0.1
+port {layout.redis_port(server)}
+daemonize no
+protected-mode no
+dir {folder}
+save 900 1
+save 300 10
+save 60 10000
+appendonly yes
+appendfsync everysec
+maxmemory 256mb
+maxmemory-policy allkeys-lru
+replica-read-only yes
+{replicaof}"""
+
+
+def sentinel_conf(layout: LabLayout, port: int) -> str:
+    master_port = layout.redis_port(SERVERS[0])
+    return f"""bind 127.0.0.1
+port {port}
+daemonize no
+protected-mode no
+dir {layout.redis_dir}
+sentinel resolve-hostnames no
+sentinel monitor {REDIS_MASTER_NAME} 127.0.0.1 {master_port} 2
+sentinel down-after-milliseconds {REDIS_MASTER_NAME} {SENTINEL_DOWN_AFTER_MS}
+sentinel failover-timeout {REDIS_MASTER_NAME} {SENTINEL_FAILOVER_TIMEOUT_MS}
+sentinel parallel-syncs {REDIS_MASTER_NAME} 1
+"""
+
+
+def sentinel_conf_path(layout: LabLayout, index: int) -> str:
+    return str(layout.redis_dir / f"sentinel{index}.conf")
+
+
+def _pg_user() -> str | None:
+    """PostgreSQL refuses to run as root: the Debian package's `postgres` user runs it then."""
+    return "postgres" if os.geteuid() == 0 else None
+
+
+def pg_node_command(layout: LabLayout, server: LabServer) -> str:
+    """Create the node on first start, run it afterwards (pg_autoctl keeps its own state)."""
+    pgdata = layout.pgdata(server.pg_node_name)
+    create = [
+        "pg_autoctl", "create", "postgres",
+        "--pgdata", str(pgdata),
+        "--pgport", str(layout.pg_port(server)),
+        "--hostname", "127.0.0.1",
+        "--name", server.pg_node_name,
+        "--dbname", DB_NAME,
+        "--auth", "trust",
+        "--ssl-self-signed",
+        "--monitor", f"{layout.monitor_url}?sslmode=require",
+        "--run",
+    ]  # fmt: skip
+    return _create_or_run(layout, pgdata, create)
+
+
+def pg_monitor_command(layout: LabLayout) -> str:
+    pgdata = layout.pgdata("monitor")
+    create = [
+        "pg_autoctl", "create", "monitor",
+        "--pgdata", str(pgdata),
+        "--pgport", str(layout.monitor_port),
+        "--hostname", "127.0.0.1",
+        "--auth", "trust",
+        "--ssl-self-signed",
+        "--run",
+    ]  # fmt: skip
+    return _create_or_run(layout, pgdata, create)
+
+
+def _create_or_run(layout: LabLayout, pgdata: Path, create: list[str]) -> str:
+    """A shell line that runs an existing node and creates (or resumes creating) a new one.
+
+    pg_autoctl keeps `<XDG_DATA_HOME>/pg_autoctl/<pgdata>/pg_autoctl.state` once a data node is
+    registered and an `.init` file while its creation is under way (create is re-entrant). A
+    monitor keeps no state file, only its config.
+    """
+    rel = str(pgdata).lstrip("/")
+    state = layout.pg_dir / "xdg-data" / "pg_autoctl" / rel
+    cfg = layout.pg_dir / "xdg-config" / "pg_autoctl" / rel / "pg_autoctl.cfg"
+    run = ["pg_autoctl", "run", "--pgdata", str(pgdata)]
+    if create[2] == "monitor":
+        created = f"[ -f {shlex.quote(str(cfg))} ]"
+    else:
+        q = shlex.quote(str(state))
+        created = f"[ -f {q}/pg_autoctl.state ] && [ ! -f {q}/pg_autoctl.init ]"
+    script = f"if {created}; then exec {shlex.join(run)}; else exec {shlex.join(create)}; fi"
+    return f"/bin/sh -c {shlex.quote(script)}"
+
+
+def pg_environment(layout: LabLayout) -> dict[str, str]:
+    return {
+        "PATH": f"{PG_BIN}:/usr/bin:/bin",
+        "XDG_CONFIG_HOME": str(layout.pg_dir / "xdg-config"),
+        "XDG_DATA_HOME": str(layout.pg_dir / "xdg-data"),
+        "HOME": str(layout.pg_dir),
+        # pg_autoctl's own knob for unix_socket_directories: keeps sockets inside the lab and
+        # works for a non-root user who cannot write /var/run/postgresql.
+        "PG_REGRESS_SOCK_DIR": str(layout.pg_dir / "sockets"),
+        "PGHOST": str(layout.pg_dir / "sockets"),
+    }
+
+
+def _env(env: dict[str, str]) -> str:
+    # supervisor's environment= syntax: KEY="value",KEY2="value2"
+    return ",".join(f'{k}="{v}"' for k, v in env.items())
+
+
+def _program(
+    layout: LabLayout,
+    name: str,
+    command: str,
+    *,
+    user: str | None = None,
+    env: dict[str, str] | None = None,
+    stopsignal: str = "TERM",
+    priority: int = 500,
+) -> str:
+    lines = [
+        f"[program:{name}]",
+        f"command={command}",
+        f"directory={PROJECT_ROOT}",
+        # autostart is off: `lab up` starts programs in dependency order and waits for each.
+        "autostart=false",
+        "autorestart=true",
+        "startsecs=1",
+        "startretries=5",
+        f"stopsignal={stopsignal}",
+        "stopwaitsecs=15",
+        "stopasgroup=true",
+        "killasgroup=true",
+        "redirect_stderr=true",
+        f"stdout_logfile={layout.log_dir / (name + '.log')}",
+        "stdout_logfile_maxbytes=20MB",
+        "stdout_logfile_backups=1",
+        f"priority={priority}",
+    ]
+    if user:
+        lines.append(f"user={user}")
+    if env:
+        lines.append(f"environment={_env(env)}")
+    return "\n".join(lines) + "\n"
+
+
+def supervisord_conf(layout: LabLayout) -> str:
+    pg_user = _pg_user()
+    pg_env = pg_environment(layout)
+    python = sys.executable
+    programs: list[str] = []
+    groups: dict[str, list[str]] = {CONTROL_GROUP: [], **{s.name: [] for s in SERVERS}}
+
+    def add(group: str, name: str, command: str, **kw: object) -> None:
+        programs.append(_program(layout, name, command, **kw))  # type: ignore[arg-type]
+        groups[group].append(name)
+
+    add(
+        CONTROL_GROUP,
+        "haproxy",
+        f"/usr/sbin/haproxy -W -db -f {layout.state_dir / 'haproxy.cfg'}",
+        priority=100,
+    )
+    # pg_autoctl stops its postgres with a fast shutdown on SIGINT.
+    add(
+        CONTROL_GROUP, "monitor", pg_monitor_command(layout),
+        user=pg_user, env=pg_env, stopsignal="INT", priority=200,
+    )  # fmt: skip
+    add(
+        CONTROL_GROUP, "sentinel3",
+        f"/usr/bin/redis-sentinel {sentinel_conf_path(layout, 3)}", priority=400,
+    )  # fmt: skip
+    for s in SERVERS:
+        add(
+            s.name, s.postgres_program, pg_node_command(layout, s),
+            user=pg_user, env=pg_env, stopsignal="INT", priority=300,
+        )  # fmt: skip
+        add(
+            s.name, s.redis_program,
+            f"/usr/bin/redis-server {layout.redis_dir / (s.redis_program + '.conf')}",
+            priority=300,
+        )  # fmt: skip
+        add(
+            s.name, s.sentinel_program,
+            f"/usr/bin/redis-sentinel {sentinel_conf_path(layout, s.index)}", priority=400,
+        )  # fmt: skip
+        app = [
+            python, "-m", "lab.app",
+            "--server-name", s.name,
+            "--zone", s.zone,
+            "--port", str(layout.backend_port(s)),
+            "--db-write-url", layout.db_writer_url,
+            "--db-read-url", layout.db_reader_url,
+            "--redis-url", layout.redis_url,
+        ]  # fmt: skip
+        add(s.name, s.backend_program, shlex.join(app), priority=600)
+
+    group_sections = "".join(
+        f"[group:{g}]\nprograms={','.join(names)}\n\n" for g, names in groups.items()
+    )
+    return (
+        "; Rendered by gameday's lab from its layout.\n"
+        "[unix_http_server]\n"
+        f"file={layout.supervisor_socket}\n"
+        "chmod=0700\n\n"
+        "[supervisord]\n"
+        f"logfile={layout.log_dir / 'supervisord.log'}\n"
+        f"pidfile={layout.supervisor_pidfile}\n"
+        f"childlogdir={layout.log_dir}\n"
+        "logfile_maxbytes=10MB\n"
+        "logfile_backups=1\n"
+        "nodaemon=false\n"
+        "minfds=1024\n\n"
+        "[rpcinterface:supervisor]\n"
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
+        "[supervisorctl]\n"
+        f"serverurl=unix://{layout.supervisor_socket}\n\n"
+        + "\n".join(programs)
+        + "\n"
+        + group_sections
+    )

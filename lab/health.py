@@ -1,0 +1,191 @@
+"""Questions asked of the lab's running services: who is primary, who is up.
+
+Each function asks one real service and answers with plain data; `lab status`, `lab up`'s
+waits and the lab's faults all use them. Nothing here changes the lab.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import socket
+from dataclasses import dataclass
+
+import httpx
+import psycopg
+import redis
+
+from lab.layout import REDIS_MASTER_NAME, SERVERS, LabLayout, LabServer
+
+TIMEOUT_SEC = 1.0
+
+
+@dataclass(frozen=True)
+class Component:
+    """One row of `lab status`."""
+
+    name: str
+    group: str
+    port: int
+    healthy: bool
+    role: str = ""
+    detail: str = ""
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.3) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def haproxy_servers(layout: LabLayout) -> dict[tuple[str, str], str]:
+    """(proxy, server) -> status ("UP", "DOWN", "MAINT", ...) from HAProxy's CSV stats."""
+    resp = httpx.get(layout.stats_url + ";csv", timeout=TIMEOUT_SEC)
+    resp.raise_for_status()
+    text = resp.text.lstrip("# ")
+    rows = csv.DictReader(io.StringIO(text))
+    return {
+        (r["pxname"], r["svname"]): r["status"]
+        for r in rows
+        if r["svname"] not in ("FRONTEND", "BACKEND")
+    }
+
+
+@dataclass(frozen=True)
+class PgNode:
+    name: str
+    port: int
+    reported_state: str
+    goal_state: str
+    health: int
+
+
+def pg_nodes(layout: LabLayout) -> list[PgNode]:
+    """The data nodes as pg_auto_failover's monitor sees them."""
+    url = f"postgresql://postgres@127.0.0.1:{layout.monitor_port}/pg_auto_failover"
+    with psycopg.connect(url, connect_timeout=2, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT nodename, nodeport, reportedstate::text, goalstate::text, health"
+            " FROM pgautofailover.node ORDER BY nodeid"
+        ).fetchall()
+    return [PgNode(*row) for row in rows]
+
+
+def pg_primary(layout: LabLayout) -> LabServer | None:
+    """The server whose node is the settled primary, if any."""
+    for node in pg_nodes(layout):
+        if node.reported_state == "primary" and node.goal_state == "primary":
+            return next(s for s in SERVERS if s.pg_node_name == node.name)
+    return None
+
+
+def redis_role(layout: LabLayout, server: LabServer) -> dict[str, str]:
+    client = redis.Redis(
+        port=layout.redis_port(server),
+        socket_timeout=TIMEOUT_SEC,
+        socket_connect_timeout=TIMEOUT_SEC,
+        decode_responses=True,
+    )
+    try:
+        info = client.info("replication")
+    finally:
+        client.close()
+    return {k: str(v) for k, v in info.items()}
+
+
+def sentinel_view(port: int) -> dict[str, str]:
+    client = redis.Redis(
+        port=port,
+        socket_timeout=TIMEOUT_SEC,
+        socket_connect_timeout=TIMEOUT_SEC,
+        decode_responses=True,
+    )
+    try:
+        master = client.sentinel_master(REDIS_MASTER_NAME)
+    finally:
+        client.close()
+    return {k: str(v) for k, v in master.items()}
+
+
+def backend_health(layout: LabLayout, server: LabServer) -> dict[str, str]:
+    resp = httpx.get(
+        f"http://127.0.0.1:{layout.backend_port(server)}/health", timeout=TIMEOUT_SEC
+    )
+    resp.raise_for_status()
+    return {k: str(v) for k, v in resp.json().items()}
+
+
+def _ask(fn, *args):  # type: ignore[no-untyped-def]
+    """Run a question; an unreachable service answers with its error instead of raising."""
+    try:
+        return fn(*args), ""
+    except Exception as exc:  # any failure to ask is a health fact, not a crash of status
+        return None, f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
+
+
+def components(layout: LabLayout) -> list[Component]:
+    """Every component of the lab with its health, in a stable order."""
+    rows: list[Component] = []
+    lb, err = _ask(haproxy_servers, layout)
+    lb_ok = lb is not None
+    rows.append(
+        Component("haproxy", "control", layout.http_port, lb_ok, "load balancer", err)
+    )
+    nodes, pg_err = _ask(pg_nodes, layout)
+    rows.append(
+        Component("monitor", "control", layout.monitor_port, nodes is not None, "pg monitor", pg_err)
+    )
+    by_name = {n.name: n for n in nodes or []}
+    for s in SERVERS:
+        node = by_name.get(s.pg_node_name)
+        if node is None:
+            rows.append(
+                Component(s.postgres_program, s.name, layout.pg_port(s), False, "?",
+                          pg_err or "not registered")
+            )  # fmt: skip
+        else:
+            settled = node.reported_state == node.goal_state
+            ok = settled and node.reported_state in ("primary", "secondary") and node.health == 1
+            detail = "" if settled else f"{node.reported_state} -> {node.goal_state}"
+            rows.append(
+                Component(s.postgres_program, s.name, layout.pg_port(s), ok,
+                          node.reported_state, detail)
+            )  # fmt: skip
+    for s in SERVERS:
+        info, err = _ask(redis_role, layout, s)
+        if info is None:
+            rows.append(Component(s.redis_program, s.name, layout.redis_port(s), False, "?", err))
+            continue
+        role = "master" if info.get("role") == "master" else "replica"
+        ok = role == "master" or info.get("master_link_status") == "up"
+        detail = "" if ok else f"link {info.get('master_link_status')}"
+        rows.append(Component(s.redis_program, s.name, layout.redis_port(s), ok, role, detail))
+    lb_status = lb or {}
+    endpoint_up = [n for (px, n), st in lb_status.items() if px == "redis-primary" and st == "UP"]
+    rows.append(
+        Component("redis-primary", "control", layout.redis_endpoint_port, len(endpoint_up) == 1,
+                  "cache endpoint", "-> " + ",".join(endpoint_up) if endpoint_up else "no master")
+    )  # fmt: skip
+    groups = [SERVERS[0].name, SERVERS[1].name, "control"]
+    for i, port in enumerate(layout.sentinel_ports()):
+        view, err = _ask(sentinel_view, port)
+        if view is None:
+            rows.append(Component(f"sentinel{i + 1}", groups[i], port, False, "sentinel", err))
+            continue
+        others = int(view.get("num-other-sentinels", "0"))
+        ok = others == 2 and "down" not in view.get("flags", "")
+        detail = f"master {view.get('ip')}:{view.get('port')}, {others} peers"
+        rows.append(Component(f"sentinel{i + 1}", groups[i], port, ok, "sentinel", detail))
+    for s in SERVERS:
+        health, err = _ask(backend_health, layout, s)
+        in_lb = lb_status.get(("servers", s.name), "?")
+        ok = health is not None and in_lb == "UP"
+        detail = err or (
+            f"lb {in_lb}, db {health.get('database')}, cache {health.get('cache')}"
+            if health
+            else ""
+        )
+        rows.append(Component(s.backend_program, s.name, layout.backend_port(s), ok, "backend", detail))
+    return rows

@@ -1,0 +1,177 @@
+"""Where every part of the lab lives: ports, folders, servers and zones.
+
+One `LabLayout` value is the single source of truth for the lab. The configs, the supervisor
+programs, `lab status` and the generated `targets/lab.yaml` are all derived from it, so a
+changed base port moves everything together.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_BASE_PORT = 17400
+# Ports are offsets into a block of this size starting at the base port.
+PORT_BLOCK = 50
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+DB_NAME = "cloudmart"
+DB_USER = "cloudmart"
+REDIS_MASTER_NAME = "cloudmart"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class LabServer:
+    """One of the lab's two "hosts": a backend, a database node, a Redis and a sentinel."""
+
+    name: str
+    zone: str
+    index: int  # 1 or 2
+
+    @property
+    def backend_program(self) -> str:
+        return f"backend{self.index}"
+
+    @property
+    def postgres_program(self) -> str:
+        return f"postgres{self.index}"
+
+    @property
+    def redis_program(self) -> str:
+        return f"redis{self.index}"
+
+    @property
+    def sentinel_program(self) -> str:
+        return f"sentinel{self.index}"
+
+    @property
+    def pg_node_name(self) -> str:
+        return f"node_{self.index}"
+
+
+SERVERS = (LabServer("server1", "a", 1), LabServer("server2", "b", 2))
+CONTROL_GROUP = "control"  # the load balancer host: HAProxy, the pg monitor, the third sentinel
+
+
+@dataclass(frozen=True)
+class LabLayout:
+    base_port: int
+    state_dir: Path
+
+    @classmethod
+    def from_env(cls, base_port: int | None = None, state_dir: str | None = None) -> LabLayout:
+        port = base_port or int(os.environ.get("GAMEDAY_LAB_BASE_PORT", DEFAULT_BASE_PORT))
+        if not 1024 < port < 65535 - PORT_BLOCK:
+            raise ValueError(f"lab base port {port} is outside 1025..{65535 - PORT_BLOCK}")
+        folder = state_dir or os.environ.get("GAMEDAY_LAB_DIR") or f"/tmp/gameday-lab-{port}"
+        return cls(base_port=port, state_dir=Path(folder))
+
+    # -- ports -------------------------------------------------------------------------
+    @property
+    def http_port(self) -> int:
+        return self.base_port
+
+    @property
+    def stats_port(self) -> int:
+        return self.base_port + 1
+
+    @property
+    def redis_endpoint_port(self) -> int:
+        """HAProxy's TCP frontend that always leads to the current Redis master."""
+        return self.base_port + 2
+
+    def backend_port(self, server: LabServer) -> int:
+        return self.base_port + 9 + server.index
+
+    @property
+    def monitor_port(self) -> int:
+        return self.base_port + 20
+
+    def pg_port(self, server: LabServer) -> int:
+        return self.base_port + 20 + server.index
+
+    def redis_port(self, server: LabServer) -> int:
+        return self.base_port + 29 + server.index
+
+    def sentinel_ports(self) -> list[int]:
+        return [self.base_port + 40 + i for i in range(3)]
+
+    def all_ports(self) -> list[int]:
+        ports = [self.http_port, self.stats_port, self.redis_endpoint_port, self.monitor_port]
+        for s in SERVERS:
+            ports += [self.backend_port(s), self.pg_port(s), self.redis_port(s)]
+        return ports + self.sentinel_ports()
+
+    # -- folders -----------------------------------------------------------------------
+    @property
+    def supervisor_conf(self) -> Path:
+        return self.state_dir / "supervisord.conf"
+
+    @property
+    def supervisor_socket(self) -> Path:
+        return self.state_dir / "supervisor.sock"
+
+    @property
+    def supervisor_pidfile(self) -> Path:
+        return self.state_dir / "supervisord.pid"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def pg_dir(self) -> Path:
+        """Owned by the postgres user when the lab runs as root."""
+        return self.state_dir / "pg"
+
+    def pgdata(self, name: str) -> Path:
+        return self.pg_dir / name
+
+    @property
+    def haproxy_socket(self) -> Path:
+        return self.state_dir / "haproxy.sock"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.state_dir / "redis"
+
+    # -- endpoints ---------------------------------------------------------------------
+    @property
+    def entrypoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def stats_url(self) -> str:
+        return f"http://127.0.0.1:{self.stats_port}/stats"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"postgres://autoctl_node@127.0.0.1:{self.monitor_port}/pg_auto_failover"
+
+    def _pg_hosts(self) -> str:
+        return ",".join(f"127.0.0.1:{self.pg_port(s)}" for s in SERVERS)
+
+    @property
+    def db_writer_url(self) -> str:
+        return (
+            f"postgresql://{DB_USER}@{self._pg_hosts()}/{DB_NAME}"
+            "?target_session_attrs=read-write&connect_timeout=2"
+        )
+
+    @property
+    def db_reader_url(self) -> str:
+        return (
+            f"postgresql://{DB_USER}@{self._pg_hosts()}/{DB_NAME}"
+            "?target_session_attrs=prefer-standby&connect_timeout=2"
+        )
+
+    def db_node_url(self, server: LabServer, dbname: str = DB_NAME) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.pg_port(server)}/{dbname}?connect_timeout=2"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_endpoint_port}/0"
+
+    def redis_node_url(self, server: LabServer) -> str:
+        return f"redis://127.0.0.1:{self.redis_port(server)}/0"

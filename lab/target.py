@@ -1,0 +1,58 @@
+"""The gameday target that describes a lab, rendered from its layout.
+
+`targets/lab.yaml` is this text for the default base port (a test keeps the two equal);
+`gameday lab target --base-port N` prints the one for another port block.
+"""
+
+from __future__ import annotations
+
+from lab.configs import CHECK_FALL, CHECK_INTER_MS
+from lab.layout import REDIS_MASTER_NAME, SERVERS, LabLayout
+
+
+def render_target(layout: LabLayout) -> str:
+    servers = "".join(
+        f"  - name: {s.name}\n    zone: {s.zone}\n"
+        f"    url: http://127.0.0.1:{layout.backend_port(s)}\n"
+        for s in SERVERS
+    )
+    sentinels = "".join(f"    - 127.0.0.1:{p}\n" for p in layout.sentinel_ports())
+    detection = CHECK_INTER_MS * (CHECK_FALL + 1) / 1000
+    return f"""# The embedded lab: a real CloudMart on this machine (`gameday lab up`).
+# Rendered by lab/target.py from the lab's layout (base port {layout.base_port}); regenerate
+# with `gameday lab target --base-port N` rather than editing by hand.
+name: lab
+provider: lab
+description: HAProxy, two backends in zones a/b, PostgreSQL under pg_auto_failover, Redis + Sentinel
+# The lab exists to be broken: destructive scenarios may run against it without a flag.
+allow_destructive: true
+lab:
+  base_port: {layout.base_port}
+entrypoint:
+  url: {layout.entrypoint_url}
+  health_path: /health
+  served_by_header: X-Served-By
+load_balancer:
+  kind: haproxy
+  stats_url: {layout.stats_url}
+  backend: servers
+  detection_sec: {detection}
+database:
+  # libpq multi-host URLs: the writer finds the primary, the reader prefers the standby.
+  writer_url: {layout.db_writer_url}
+  reader_url: {layout.db_reader_url}
+  synchronous: true
+  max_replica_lag_sec: 5
+  replica_read_within_sec: 2
+cache:
+  # HAProxy's TCP endpoint that follows the Redis master (what ElastiCache calls the
+  # primary endpoint).
+  url: {layout.redis_url}
+  sentinels:
+{sentinels}  master_name: {REDIS_MASTER_NAME}
+  persistence:
+    appendonly: true
+    appendfsync: everysec
+    rdb: true
+servers:
+{servers}"""
