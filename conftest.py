@@ -1,6 +1,7 @@
 """Root wiring: the gameday plugin (options, .feature collection, target, lab) and the steps."""
 
 pytest_plugins = [
+    "pytester",  # the harness's own tests of its pytest wiring
     "gameday.pytest_plugin",
     "steps.deployment",
     "steps.data",

@@ -58,8 +58,8 @@ def cmd_lab_logs(args: argparse.Namespace) -> int:
     from lab import control
 
     layout = _lab_layout(args)
-    names = [args.component] if args.component else sorted(
-        p.stem for p in layout.log_dir.glob("*.log")
+    names = (
+        [args.component] if args.component else sorted(p.stem for p in layout.log_dir.glob("*.log"))
     )
     if not names:
         print(f"no logs under {layout.log_dir} (is the lab up?)", file=sys.stderr)
@@ -69,7 +69,9 @@ def cmd_lab_logs(args: argparse.Namespace) -> int:
     if missing:
         print(f"no such log: {missing[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    tail = ["tail", "-n", str(args.lines)] + (["-F"] if args.follow else []) + [str(p) for p in paths]
+    tail = (
+        ["tail", "-n", str(args.lines)] + (["-F"] if args.follow else []) + [str(p) for p in paths]
+    )
     os.execvp("tail", tail)
 
 
@@ -86,11 +88,15 @@ def cmd_target_check(args: argparse.Namespace) -> int:
     absent = [r for r in ROLES if not getattr(target, r)]
     print(f"{target.source}: ok: target {target.name!r} ({target.provider})")
     print(f"  entrypoint: {redact(target.entrypoint.url)}{target.entrypoint.health_path}")
-    print(f"  roles: {', '.join(present) or 'none'}" + (f"; absent: {', '.join(absent)}" if absent else ""))
+    print(
+        f"  roles: {', '.join(present) or 'none'}"
+        + (f"; absent: {', '.join(absent)}" if absent else "")
+    )
     if target.servers:
         servers = ", ".join(f"{s.name} (zone {s.zone})" for s in target.servers)
         print(f"  servers: {servers}")
-    print(f"  destructive scenarios: {'allowed' if target.allow_destructive else 'need --allow-destructive'}")
+    allowed = "allowed" if target.allow_destructive else "need --allow-destructive"
+    print(f"  destructive scenarios: {allowed}")
     return 0
 
 

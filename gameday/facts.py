@@ -15,7 +15,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -243,7 +243,7 @@ def sentinel_views(cache: Cache) -> list[SentinelView]:
             decode_responses=True,
         )  # fmt: skip
         try:
-            m = client.sentinel_master(cache.master_name or "mymaster")
+            m = cast(dict[str, Any], client.sentinel_master(cache.master_name or "mymaster"))
             views.append(
                 SentinelView(
                     address,
@@ -339,7 +339,10 @@ def session_across_servers(target: Target, tries: int = 12) -> SessionTrial:
     sessions = target.app.sessions
     assert sessions is not None
     user = f"gameday-{uuid.uuid4().hex[:8]}"
-    body = {k: (v.format(user=user) if isinstance(v, str) else v) for k, v in sessions.login_body.items()}
+    body = {
+        k: (v.format(user=user) if isinstance(v, str) else v)
+        for k, v in sessions.login_body.items()
+    }
     with _client(target) as client:
         login = request(client, target, "POST", sessions.login_path, json=body)
         token = login.body.get(sessions.token_field) if isinstance(login.body, dict) else None

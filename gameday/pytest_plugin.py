@@ -151,7 +151,7 @@ def entrypoint_problem(target: Target) -> str | None:
     url = target.entrypoint.url.rstrip("/") + target.entrypoint.health_path
     try:
         httpx.get(url, timeout=target.entrypoint.timeout_sec)
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # whatever stops us reaching it is the one line to show
         return f"{redact(url)} does not answer ({type(exc).__name__}: {exc})"
     return None
 

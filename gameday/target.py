@@ -39,9 +39,7 @@ def _url(schemes: tuple[str, ...]) -> AfterValidator:
     def check(value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme not in schemes:
-            raise ValueError(
-                f"{value!r} is not a URL with scheme {' or '.join(schemes)}"
-            )
+            raise ValueError(f"{value!r} is not a URL with scheme {' or '.join(schemes)}")
         # A libpq multi-host URL ("h1:5432,h2:5432") is not one netloc: check each host.
         hosts = parts.netloc.rpartition("@")[2]
         if not hosts or any(not h.split(":")[0] for h in hosts.split(",")):

@@ -40,7 +40,8 @@ def haproxy_cfg(layout: LabLayout) -> str:
     redis_servers = "\n".join(
         f"    server {s.redis_program} 127.0.0.1:{layout.redis_port(s)} check" for s in SERVERS
     )
-    return f"""# Rendered by gameday's lab from its layout; edits are overwritten by `gameday lab up`.
+    check = f"inter {CHECK_INTER_MS}ms fall {CHECK_FALL} rise {CHECK_RISE}"
+    return f"""# Rendered by gameday's lab from its layout; `gameday lab up` overwrites edits.
 global
     maxconn 4096
     stats socket {layout.haproxy_socket} mode 600 level admin
@@ -64,7 +65,7 @@ backend servers
     balance roundrobin
     option httpchk GET /health
     http-check expect status 200
-    default-server inter {CHECK_INTER_MS}ms fall {CHECK_FALL} rise {CHECK_RISE}
+    default-server {check}
 {servers}
 
 frontend stats
@@ -89,16 +90,14 @@ listen redis-primary
     tcp-check expect string role:master
     tcp-check send QUIT\\r\\n
     tcp-check expect string +OK
-    default-server inter {CHECK_INTER_MS}ms fall {CHECK_FALL} rise {CHECK_RISE} on-marked-down shutdown-sessions
+    default-server {check} on-marked-down shutdown-sessions
 {redis_servers}
 """
 
 
 def redis_conf(layout: LabLayout, server: LabServer) -> str:
     primary = SERVERS[0]
-    replicaof = (
-        "" if server == primary else f"replicaof 127.0.0.1 {layout.redis_port(primary)}\n"
-    )
+    replicaof = "" if server == primary else f"replicaof 127.0.0.1 {layout.redis_port(primary)}\n"
     folder = layout.redis_dir / server.redis_program
     # Persistence as in the seed: RDB snapshots plus AOF fsynced every second
     # ("at most 1 s of writes lost"), 256 MB with LRU eviction.

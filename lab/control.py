@@ -83,7 +83,9 @@ def start_programs(layout: LabLayout, names: Iterable[str]) -> None:
             rpc.supervisor.startProcess(f"{group}:{name}", False)
         except xmlrpc.client.Fault as fault:
             if "ALREADY_STARTED" not in fault.faultString:
-                raise LabError(f"{name}: supervisor refused to start it: {fault.faultString}") from None
+                raise LabError(
+                    f"{name}: supervisor refused to start it: {fault.faultString}"
+                ) from None
 
 
 def stop_programs(layout: LabLayout, names: Iterable[str]) -> None:

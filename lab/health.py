@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import httpx
 import psycopg
@@ -18,6 +20,7 @@ import redis
 from lab.layout import REDIS_MASTER_NAME, SERVERS, LabLayout, LabServer
 
 TIMEOUT_SEC = 1.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -103,21 +106,19 @@ def sentinel_view(port: int) -> dict[str, str]:
         decode_responses=True,
     )
     try:
-        master = client.sentinel_master(REDIS_MASTER_NAME)
+        master = cast(dict[str, Any], client.sentinel_master(REDIS_MASTER_NAME))
     finally:
         client.close()
     return {k: str(v) for k, v in master.items()}
 
 
 def backend_health(layout: LabLayout, server: LabServer) -> dict[str, str]:
-    resp = httpx.get(
-        f"http://127.0.0.1:{layout.backend_port(server)}/health", timeout=TIMEOUT_SEC
-    )
+    resp = httpx.get(f"http://127.0.0.1:{layout.backend_port(server)}/health", timeout=TIMEOUT_SEC)
     resp.raise_for_status()
     return {k: str(v) for k, v in resp.json().items()}
 
 
-def _ask(fn, *args):  # type: ignore[no-untyped-def]
+def _ask(fn: Callable[..., T], *args: Any) -> tuple[T | None, str]:
     """Run a question; an unreachable service answers with its error instead of raising."""
     try:
         return fn(*args), ""
@@ -130,12 +131,12 @@ def components(layout: LabLayout) -> list[Component]:
     rows: list[Component] = []
     lb, err = _ask(haproxy_servers, layout)
     lb_ok = lb is not None
-    rows.append(
-        Component("haproxy", "control", layout.http_port, lb_ok, "load balancer", err)
-    )
+    rows.append(Component("haproxy", "control", layout.http_port, lb_ok, "load balancer", err))
     nodes, pg_err = _ask(pg_nodes, layout)
     rows.append(
-        Component("monitor", "control", layout.monitor_port, nodes is not None, "pg monitor", pg_err)
+        Component(
+            "monitor", "control", layout.monitor_port, nodes is not None, "pg monitor", pg_err
+        )
     )
     by_name = {n.name: n for n in nodes or []}
     for s in SERVERS:
@@ -187,5 +188,7 @@ def components(layout: LabLayout) -> list[Component]:
             if health
             else ""
         )
-        rows.append(Component(s.backend_program, s.name, layout.backend_port(s), ok, "backend", detail))
+        rows.append(
+            Component(s.backend_program, s.name, layout.backend_port(s), ok, "backend", detail)
+        )
     return rows

@@ -61,7 +61,9 @@ def sentinels_see_master(
     target: Target, cache: Cache, cache_replication: facts.CacheReplication
 ) -> None:
     if not cache.sentinels:
-        pytest.skip(f"target {target.name!r} lists no sentinels (a managed cache fails over itself)")
+        pytest.skip(
+            f"target {target.name!r} lists no sentinels (a managed cache fails over itself)"
+        )
     verdict = checks.sentinels_agree(facts.sentinel_views(cache), cache_replication.run_id)
     assert verdict.ok, verdict.message
 

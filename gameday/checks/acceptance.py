@@ -33,7 +33,9 @@ def entrypoint_healthy(answer: HttpAnswer, expected_status: int = 200) -> Verdic
     took = f"in {answer.duration_sec * 1000:.0f} ms"
     if answer.status == expected_status:
         return passed(name, f"{answer.url} answered {expected_status} {took}")
-    return failed(name, f"{answer.url} answered {_describe(answer)} {took}, expected {expected_status}")
+    return failed(
+        name, f"{answer.url} answered {_describe(answer)} {took}, expected {expected_status}"
+    )
 
 
 def all_servers_in_rotation(
@@ -55,19 +57,27 @@ def all_servers_in_rotation(
     if unknown:
         problems.append(f"answers from servers the target does not list: {', '.join(unknown)}")
     if problems:
-        return failed(name, "; ".join(problems) + f" (answers seen: {seen})", answered=dict(answered))
+        return failed(
+            name, "; ".join(problems) + f" (answers seen: {seen})", answered=dict(answered)
+        )
     lb = " and the load balancer reports all UP" if lb_states is not None else ""
-    return passed(name, f"all of {', '.join(expected)} answered ({seen}){lb}", answered=dict(answered))
+    return passed(
+        name, f"all of {', '.join(expected)} answered ({seen}){lb}", answered=dict(answered)
+    )
 
 
 def order_read_back(result: OrderReadBack, replica_within_sec: float) -> Verdict:
     name = "order_read_back"
     if result.order_id is None:
-        return failed(name, f"creating an order answered {_describe(result.created)}: {result.created.body}")
+        return failed(
+            name, f"creating an order answered {_describe(result.created)}: {result.created.body}"
+        )
     assert result.consistent is not None
     if result.consistent.status != 200:
         return failed(
-            name, f"order {result.order_id} read from the primary answered {_describe(result.consistent)}"
+            name,
+            f"order {result.order_id} read from the primary answered "
+            f"{_describe(result.consistent)}",
         )
     if result.replica_seconds is None:
         return failed(
@@ -94,7 +104,9 @@ def standby_streaming(facts: ReplicationFacts, *, synchronous: bool, max_lag_sec
     streaming = [r for r in facts.standbys if r.state == "streaming"]
     if not streaming:
         listed = ", ".join(f"{r.name}:{r.state}" for r in facts.standbys) or "none"
-        return failed(name, f"no standby is streaming from the primary (pg_stat_replication: {listed})")
+        return failed(
+            name, f"no standby is streaming from the primary (pg_stat_replication: {listed})"
+        )
     sync = [r for r in streaming if r.sync_state in ("sync", "quorum")]
     if synchronous and not sync:
         states = ", ".join(f"{r.name}:{r.sync_state}" for r in streaming)
@@ -111,7 +123,8 @@ def standby_streaming(facts: ReplicationFacts, *, synchronous: bool, max_lag_sec
     kind = f"{best.sync_state} " if synchronous else ""
     return passed(
         name,
-        f"standby {best.name} streams as {kind}standby, replay lag {best.replay_lag_sec * 1000:.0f} ms,"
+        f"standby {best.name} streams as {kind}standby, "
+        f"replay lag {best.replay_lag_sec * 1000:.0f} ms,"
         f" {best.lag_bytes} bytes behind",
         lag_sec=best.replay_lag_sec,
     )
@@ -123,11 +136,14 @@ def cache_replicated(facts: CacheReplication) -> Verdict:
         return failed(name, f"the cache endpoint leads to a {facts.role}, not a master")
     online = [r for r in facts.replicas if r.get("state") == "online"]
     if not online:
-        states = ", ".join(f"{r.get('ip')}:{r.get('port')}={r.get('state')}" for r in facts.replicas)
+        states = ", ".join(
+            f"{r.get('ip')}:{r.get('port')}={r.get('state')}" for r in facts.replicas
+        )
         return failed(name, f"the master has no online replica (replicas: {states or 'none'})")
     r = online[0]
     return passed(
-        name, f"{len(online)} replica(s) online, e.g. {r.get('ip')}:{r.get('port')} lag {r.get('lag')} s"
+        name,
+        f"{len(online)} replica(s) online, e.g. {r.get('ip')}:{r.get('port')} lag {r.get('lag')} s",
     )
 
 
@@ -141,14 +157,19 @@ def sentinels_agree(views: Sequence[SentinelView], master_run_id: str) -> Verdic
     problems = [f"{v.address}: {v.error}" for v in views if v.error]
     for v in answering:
         if v.master_run_id != master_run_id:
-            problems.append(f"{v.address} sees master {v.master_address} (another server than the endpoint's)")
+            problems.append(
+                f"{v.address} sees master {v.master_address} (another server than the endpoint's)"
+            )
         if "down" in v.flags:
             problems.append(f"{v.address} flags the master {v.flags}")
     agreeing = len(answering) - sum(
         1 for v in answering if v.master_run_id != master_run_id or "down" in v.flags
     )
     if agreeing < quorum or problems:
-        return failed(name, f"{agreeing} of {len(views)} sentinels agree (quorum {quorum}): " + "; ".join(problems))
+        return failed(
+            name,
+            f"{agreeing} of {len(views)} sentinels agree (quorum {quorum}): " + "; ".join(problems),
+        )
     return passed(
         name,
         f"all {len(views)} sentinels see master {answering[0].master_address} "
@@ -196,7 +217,9 @@ def session_shared(trial: SessionTrial) -> Verdict:
             f"session created on {trial.login.served_by} was refused on {answer.served_by}: "
             f"{_describe(answer)}",
         )
-    return passed(name, f"session created on {trial.login.served_by} is valid on {answer.served_by}")
+    return passed(
+        name, f"session created on {trial.login.served_by} is valid on {answer.served_by}"
+    )
 
 
 def rate_limited(statuses: Sequence[int | None], limit: int) -> Verdict:

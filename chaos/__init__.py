@@ -1,0 +1,1 @@
+"""Faults: reversible changes to a target (filled in by the resilience engine)."""

@@ -1,0 +1,176 @@
+"""Target files: validation, interpolation, one-line errors, and the committed examples."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gameday.secrets import redact
+from gameday.target import TargetError, load_target
+from lab.layout import LabLayout
+from lab.target import render_target
+
+ROOT = Path(__file__).resolve().parent.parent
+MINIMAL = """\
+name: mine
+provider: generic
+entrypoint:
+  url: http://127.0.0.1:9/
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "x.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def error_of(path: Path) -> str:
+    with pytest.raises(TargetError) as info:
+        load_target(str(path))
+    return str(info.value)
+
+
+def test_committed_lab_target_is_the_rendered_default_layout() -> None:
+    # targets/lab.yaml is generated: a drift between it and the lab's layout breaks the lab.
+    expected = render_target(LabLayout.from_env(base_port=17400, state_dir="/tmp/x"))
+    assert (ROOT / "targets" / "lab.yaml").read_text() == expected
+
+
+def test_lab_target_loads_with_every_role() -> None:
+    target = load_target("lab")
+    assert target.provider == "lab"
+    assert target.allow_destructive is True
+    assert [s.name for s in target.servers] == ["server1", "server2"]
+    assert target.zones() == ["a", "b"]
+    assert target.database and target.database.synchronous
+    assert target.cache and target.cache.persistence and target.cache.persistence.appendfsync == (
+        "everysec"
+    )
+
+
+@pytest.mark.parametrize("name", ["docker-multiserver.example", "aws.example"])
+def test_examples_load_when_their_secrets_are_set(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLOUDMART_DB_PASSWORD", "pw-from-env")
+    monkeypatch.setenv("CLOUDMART_REDIS_AUTH_TOKEN", "token-from-env")
+    target = load_target(str(ROOT / "targets" / f"{name}.yaml"))
+    assert target.allow_destructive is False  # examples never opt in
+    assert len(target.zones()) == 2
+    assert target.database and "pw-from-env" in target.database.writer_url
+    # ...and the password never shows in its repr (tracebacks print fixtures' reprs).
+    assert "pw-from-env" not in repr(target)
+
+
+def test_docker_example_follows_the_seed_topology(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOUDMART_DB_PASSWORD", "x" * 8)
+    target = load_target(str(ROOT / "targets" / "docker-multiserver.example.yaml"))
+    assert [(s.name, s.url) for s in target.servers] == [
+        ("server1", "http://192.168.1.101:3000"),
+        ("server2", "http://192.168.1.102:3000"),
+    ]
+    assert target.load_balancer and target.load_balancer.kind == "haproxy"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (MINIMAL + "colour: blue\n", "x.yaml: colour: unknown key"),
+        (MINIMAL.replace("name: mine\n", ""), "x.yaml: name: required but missing"),
+        (
+            "name: mine\nprovider: generic\n",
+            "x.yaml: entrypoint: required but missing",
+        ),
+        (
+            MINIMAL + "database:\n  writer_url: mysql://db:3306/x\n",
+            "x.yaml: database.writer_url: 'mysql://db:3306/x' is not a URL with scheme "
+            "postgresql or postgres",
+        ),
+        (
+            MINIMAL + "database:\n  writer_url: postgresql://u@:5432/x\n",
+            "x.yaml: database.writer_url: 'postgresql://u@:5432/x' has no host",
+        ),
+        (
+            MINIMAL + "cache:\n  url: redis://h:port/0\n",
+            "x.yaml: cache.url: 'redis://h:port/0' has a bad port 'port'",
+        ),
+        (
+            MINIMAL + "servers:\n  - name: s1\n    zone: a\n    colour: x\n",
+            "x.yaml: servers[0].colour: unknown key",
+        ),
+        (
+            MINIMAL.replace("generic", "kubernetes"),
+            "x.yaml: provider: 'kubernetes' is not one of 'lab', 'docker', 'aws' or 'generic'",
+        ),
+        (
+            MINIMAL + "entrypoint2: {}\n  bad: [\n",
+            "x.yaml: line 6: invalid YAML",
+        ),
+        ("- just\n- a list\n", "x.yaml: the file must be a mapping of roles, not list"),
+    ],
+)
+def test_broken_target_gives_one_line_naming_file_and_field(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    message = error_of(write(tmp_path, text))
+    assert "\n" not in message
+    assert message.endswith(expected) or expected in message, message
+
+
+def test_missing_env_var_names_field_and_variable(tmp_path: Path) -> None:
+    text = MINIMAL + "database:\n  writer_url: postgresql://u:${GAMEDAY_TEST_UNSET_PW}@h/db\n"
+    assert error_of(write(tmp_path, text)).endswith(
+        "database.writer_url: environment variable GAMEDAY_TEST_UNSET_PW is not set"
+    )
+
+
+def test_env_default_and_secret_redaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAMEDAY_TEST_TOKEN", "tok-very-secret")
+    text = (
+        MINIMAL
+        + "cache:\n  url: redis://h:${GAMEDAY_TEST_PORT:-6380}/0\n"
+        + "description: uses ${GAMEDAY_TEST_TOKEN}\n"
+    )
+    target = load_target(str(write(tmp_path, text)))
+    assert target.cache and target.cache.url == "redis://h:6380/0"
+    # A value taken from a variable named like a secret is redacted wherever it shows up.
+    assert redact(f"said {target.description}") == "said uses ***"
+
+
+def test_unknown_target_name_lists_known_ones() -> None:
+    with pytest.raises(TargetError) as info:
+        load_target("no-such-target")
+    assert "no such target file" in str(info.value)
+    assert "lab" in str(info.value)
+
+
+def test_cli_check_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "database:\n  writer_url: nope\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "gameday.cli", "target", "check", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "database.writer_url: 'nope' is not a URL" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_check_reports_roles_and_absent_ones(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gameday.cli", "target", "check", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "absent: load_balancer, database, cache, servers" in proc.stdout
