@@ -13,7 +13,8 @@ import re
 
 MASK = "***"
 # scheme://[user]:password@ -> keep the user, hide the password.
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]*):(?P<pw>[^@/\s]+)@", re.I)
+# Greedy up to the last "@" before the path, so an unencoded "@" in a password is hidden too.
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]*):(?P<pw>[^/\s]+)@", re.I)
 # libpq keyword form: password=xyz
 _KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'[^']*'|\S+)", re.I)
 _secrets: set[str] = set()

@@ -154,7 +154,8 @@ def sentinels_agree(views: Sequence[SentinelView], master_run_id: str) -> Verdic
         return failed(name, "the target lists no sentinels")
     answering = [v for v in views if v.error is None]
     quorum = max((v.quorum for v in answering), default=len(views) // 2 + 1)
-    problems = [f"{v.address}: {v.error}" for v in views if v.error]
+    unreachable = [f"{v.address}: {v.error}" for v in views if v.error]
+    problems = []
     for v in answering:
         if v.master_run_id != master_run_id:
             problems.append(
@@ -165,21 +166,27 @@ def sentinels_agree(views: Sequence[SentinelView], master_run_id: str) -> Verdic
     agreeing = len(answering) - sum(
         1 for v in answering if v.master_run_id != master_run_id or "down" in v.flags
     )
+    # An unreachable sentinel is tolerable while a quorum remains; one that disagrees is not.
     if agreeing < quorum or problems:
         return failed(
             name,
-            f"{agreeing} of {len(views)} sentinels agree (quorum {quorum}): " + "; ".join(problems),
+            f"{agreeing} of {len(views)} sentinels agree (quorum {quorum}): "
+            + "; ".join(problems + unreachable),
         )
+    note = f"; unreachable: {'; '.join(unreachable)}" if unreachable else ""
+    who = f"{agreeing} of {len(views)}" if unreachable else f"all {len(views)}"
     return passed(
         name,
-        f"all {len(views)} sentinels see master {answering[0].master_address} "
-        f"with {answering[0].other_sentinels} peers each (quorum {quorum})",
+        f"{who} sentinels see master {answering[0].master_address} "
+        f"with {answering[0].other_sentinels} peers each (quorum {quorum}){note}",
     )
 
 
 def cache_aside_works(rounds: Sequence[CacheAsideRound], cache_header: str) -> Verdict:
     """After an eviction the first read misses, the second hits and is not slower (medians)."""
     name = "cache_aside_works"
+    if not rounds:
+        return failed(name, "no read rounds were made: nothing shows the cache is used")
     wrong = []
     for r in rounds:
         a = r.first.headers.get(cache_header.lower()) or r.first.headers.get(cache_header)
@@ -202,6 +209,12 @@ def session_shared(trial: SessionTrial) -> Verdict:
     name = "session_shared"
     if trial.login.status != 200:
         return failed(name, f"login answered {_describe(trial.login)}")
+    if trial.login.served_by is None:
+        return failed(
+            name,
+            "the login answer names no server (served-by header missing): cannot tell "
+            "whether another server accepted the session",
+        )
     other = [c for c in trial.checks if c.served_by and c.served_by != trial.login.served_by]
     if not other:
         servers = sorted({c.served_by or "?" for c in trial.checks})
