@@ -220,11 +220,14 @@ def _program(
     env: dict[str, str] | None = None,
     stopsignal: str = "TERM",
     priority: int = 500,
+    directory: Path | None = None,
 ) -> str:
     lines = [
         f"[program:{name}]",
         f"command={command}",
-        f"directory={PROJECT_ROOT}",
+        # The state folder by default: the postgres user may not be able to enter a clone
+        # under someone's home, and only the app needs the project root.
+        f"directory={directory or layout.state_dir}",
         # autostart is off: `lab up` starts programs in dependency order and waits for each.
         "autostart=false",
         "autorestart=true",
@@ -296,7 +299,7 @@ def supervisord_conf(layout: LabLayout) -> str:
             "--db-read-url", layout.db_reader_url,
             "--redis-url", layout.redis_url,
         ]  # fmt: skip
-        add(s.name, s.backend_program, shlex.join(app), priority=600)
+        add(s.name, s.backend_program, shlex.join(app), priority=600, directory=PROJECT_ROOT)
 
     group_sections = "".join(
         f"[group:{g}]\nprograms={','.join(names)}\n\n" for g, names in groups.items()
