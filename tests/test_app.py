@@ -42,7 +42,6 @@ if not (PG_BIN / "postgres").exists() or REDIS_SERVER is None:
         allow_module_level=True,
     )
 
-# The repository is not installed into the virtualenv; make `lab` importable like `-m` does.
 
 from lab.app.schema import ensure_schema  # noqa: E402
 

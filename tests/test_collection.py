@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-STEPS = '''
+STEPS = """
 from pytest_bdd import given, then
 from gameday.target import Target
 
@@ -31,7 +31,7 @@ def name_known(loaded: Target) -> None:
 @then("it has a cache")
 def has_cache(cache) -> None:
     assert cache.url
-'''
+"""
 
 FEATURE = """\
 @acceptance
@@ -135,7 +135,9 @@ def test_unreachable_entrypoint_exits_2_naming_it(project: pytest.Pytester) -> N
     t = target_file(project, "http://127.0.0.1:9")
     result = project.runpytest("features/", "--target", str(t))
     assert result.ret == 2
-    result.stdout.fnmatch_lines(["*t.yaml: entrypoint.url: http://127.0.0.1:9/health does not answer*"])
+    result.stdout.fnmatch_lines(
+        ["*t.yaml: entrypoint.url: http://127.0.0.1:9/health does not answer*"]
+    )
     result.assert_outcomes()
 
 

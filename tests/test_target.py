@@ -47,8 +47,10 @@ def test_lab_target_loads_with_every_role() -> None:
     assert [s.name for s in target.servers] == ["server1", "server2"]
     assert target.zones() == ["a", "b"]
     assert target.database and target.database.synchronous
-    assert target.cache and target.cache.persistence and target.cache.persistence.appendfsync == (
-        "everysec"
+    assert (
+        target.cache
+        and target.cache.persistence
+        and target.cache.persistence.appendfsync == ("everysec")
     )
 
 
