@@ -65,9 +65,10 @@ def cmd_lab_logs(args: argparse.Namespace) -> int:
         print(f"no logs under {layout.log_dir} (is the lab up?)", file=sys.stderr)
         return EXIT_FAILED
     paths = [control.log_path(layout, n) for n in names]
-    missing = [str(p) for p in paths if not p.exists()]
+    missing = [n for n, p in zip(names, paths, strict=True) if not p.exists()]
     if missing:
-        print(f"no such log: {missing[0]}", file=sys.stderr)
+        known = ", ".join(sorted(p.stem for p in layout.log_dir.glob("*.log")))
+        print(f"gameday: no log for {missing[0]!r} (components: {known})", file=sys.stderr)
         return EXIT_BAD_INPUT
     tail = (
         ["tail", "-n", str(args.lines)] + (["-F"] if args.follow else []) + [str(p) for p in paths]
