@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from gameday.secrets import redact
+from gameday.secrets import install_log_redaction, redact
 from gameday.target import ROLES, TargetError, load_target
 
 EXIT_FAILED = 1
@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from lab.control import LabError
 
+    install_log_redaction()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gameday.secrets import redact
+from gameday.secrets import install_log_redaction, redact
 from gameday.target import DEFAULT_TARGET, Target, TargetError, load_target
 
 EXIT_BAD_INPUT = 2
@@ -65,6 +65,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    install_log_redaction()
     config.stash[SESSION_KEY] = GamedaySession(
         target_name=config.getoption("--target"),
         allow_destructive=config.getoption("--allow-destructive"),

@@ -3,7 +3,8 @@
 Two kinds of secret are redacted: passwords inside URLs (`postgresql://user:pw@host`,
 `redis://:pw@host`), found by shape, and values a target took from the environment for a key
 that looks secret, registered when the target is loaded. `redact` is applied wherever text
-leaves the process: log records (`RedactingFilter`), step failure messages, reports.
+leaves the process: log records (`install_log_redaction`, done by the pytest plugin and the
+CLI), step failure messages, reprs of target models, reports.
 """
 
 from __future__ import annotations
@@ -41,3 +42,25 @@ class RedactingFilter(logging.Filter):
         record.msg = redact(record.getMessage())
         record.args = None
         return True
+
+
+_filter = RedactingFilter()
+
+
+def install_log_redaction() -> None:
+    """Redact every log record of the process, whichever logger or handler it goes to.
+
+    A filter on one logger misses records propagated from its children, and pytest adds its
+    own handlers; the record factory sees every record once, when it is made.
+    """
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "_gameday_redacts", False):
+        return
+
+    def make(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        _filter.filter(record)
+        return record
+
+    make._gameday_redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import socket
 import subprocess
 import sys
@@ -45,6 +46,23 @@ def test_up_status_idempotent_up_and_down_leave_nothing(own_layout: LabLayout) -
     for name in ("haproxy", "postgres1", "postgres2", "redis1", "redis2", "sentinel3", "backend2"):
         assert name in table
     assert "primary" in table and "secondary" in table and "master" in table
+
+    # Grouped by host, so that a fault can stop "server1" as a unit.
+    groups: dict[str, set[str]] = {}
+    for info in control.processes(own_layout).values():
+        groups.setdefault(info["group"], set()).add(info["name"])
+    assert groups == {
+        "control": {"haproxy", "monitor", "sentinel3"},
+        "server1": {"backend1", "postgres1", "redis1", "sentinel1"},
+        "server2": {"backend2", "postgres2", "redis2", "sentinel2"},
+    }
+    if os.geteuid() == 0:  # PostgreSQL refuses root: the lab runs it as `postgres`
+        owners = {
+            Path(f"/proc/{pid}").stat().st_uid
+            for pid in control._marked_pids(own_layout)
+            if b"postgres" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        }
+        assert owners == {pwd.getpwnam("postgres").pw_uid}
 
     started = time.monotonic()
     control.up(own_layout)  # a second up only checks

@@ -146,3 +146,16 @@ def test_verdict_message_is_redacted_at_construction() -> None:
 def test_redact_hides_a_password_with_an_unencoded_at_sign() -> None:
     # libpq wants it percent-encoded, but a user's file may not: hide all of it anyway.
     assert redact("postgresql://app:p@ss@db:5432/x") == "postgresql://app:***@db:5432/x"
+
+
+def test_installed_redaction_covers_every_logger(caplog: pytest.LogCaptureFixture) -> None:
+    # The pytest plugin installs it at configure time: any library's record is redacted,
+    # including what pytest captures and shows for a failed test.
+    secrets.install_log_redaction()
+    secrets.install_log_redaction()  # idempotent: one wrapper, not two
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("some.library.deep.child").warning(
+            "lost connection to %s", "postgresql://app:s3cret@db:5432/shop"
+        )
+    assert caplog.messages == ["lost connection to postgresql://app:***@db:5432/shop"]
+    assert "s3cret" not in caplog.text
