@@ -30,6 +30,19 @@ CHECK_INTER_MS = 500
 CHECK_FALL = 2
 CHECK_RISE = 2
 SENTINEL_DOWN_AFTER_MS = 2000
+# pg_auto_failover's monitor: probe nodes every second and call one unhealthy after 3 s, so
+# an unplanned failover in the lab takes seconds (the defaults, 5 s and 20 s, suit WANs).
+MONITOR_SETTINGS = {
+    "pgautofailover.health_check_period": "1000",
+    "pgautofailover.health_check_timeout": "1000",
+    "pgautofailover.health_check_max_retries": "1",
+    "pgautofailover.health_check_retry_delay": "500",
+    "pgautofailover.node_considered_unhealthy_timeout": "3000",
+    # How long the monitor waits for an unreachable primary to demote itself before it
+    # promotes the standby (a split-brain guard, 30 s by default): a lab node that is killed
+    # is really gone.
+    "pgautofailover.primary_demote_timeout": "5000",
+}
 SENTINEL_FAILOVER_TIMEOUT_MS = 10000
 
 
@@ -221,6 +234,7 @@ def _program(
     stopsignal: str = "TERM",
     priority: int = 500,
     directory: Path | None = None,
+    autorestart: bool = True,
 ) -> str:
     lines = [
         f"[program:{name}]",
@@ -230,7 +244,7 @@ def _program(
         f"directory={directory or layout.state_dir}",
         # autostart is off: `lab up` starts programs in dependency order and waits for each.
         "autostart=false",
-        "autorestart=true",
+        f"autorestart={'true' if autorestart else 'false'}",
         "startsecs=1",
         "startretries=5",
         f"stopsignal={stopsignal}",
@@ -277,9 +291,11 @@ def supervisord_conf(layout: LabLayout) -> str:
         f"/usr/bin/redis-sentinel {sentinel_conf_path(layout, 3)}", priority=400,
     )  # fmt: skip
     for s in SERVERS:
+        # No autorestart: pg_autoctl already restarts its own postgres, and a node whose
+        # keeper died is the "host lost" fault, which must stay down until healed.
         add(
             s.name, s.postgres_program, pg_node_command(layout, s),
-            user=pg_user, env=pg_env, stopsignal="INT", priority=300,
+            user=pg_user, env=pg_env, stopsignal="INT", priority=300, autorestart=False,
         )  # fmt: skip
         add(
             s.name, s.redis_program,

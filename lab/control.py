@@ -251,23 +251,34 @@ def up(layout: LabLayout, progress: Progress = _quiet) -> float:
     s1, s2 = SERVERS
     start_programs(layout, ["monitor", s1.redis_program, s2.redis_program, "haproxy"])
     _wait_for(layout, "pg monitor", lambda: health.pg_nodes(layout) is not None, ["monitor"])
+    _tune_monitor(layout)
     say("pg_auto_failover monitor ready")
 
-    # Node 1 registers first so that it becomes the primary, in zone a as in the seed.
-    start_programs(layout, [s1.postgres_program])
+    registered = {n.name for n in health.pg_nodes(layout)}
+    if s2.pg_node_name not in registered:
+        # First creation. Node 1 registers first so that it becomes the primary, in zone a
+        # as in the seed; node 2 then clones it.
+        start_programs(layout, [s1.postgres_program])
+        _wait_for(
+            layout,
+            "database node_1",
+            lambda: any(
+                n.name == s1.pg_node_name
+                and n.reported_state in ("single", "primary", "secondary", "wait_primary")
+                for n in health.pg_nodes(layout)
+            ),
+            [s1.postgres_program, "monitor"],
+        )
+        _checkpoint(layout)
+    # An existing cluster (roles may have swapped after a failover): start whatever is down.
+    start_programs(layout, [s1.postgres_program, s2.postgres_program])
     _wait_for(
         layout,
-        "database node_1",
-        lambda: any(
-            n.name == s1.pg_node_name and n.reported_state in ("single", "primary", "secondary",
-                                                               "wait_primary")
-            for n in health.pg_nodes(layout)
-        ),
-        [s1.postgres_program, "monitor"],
-    )  # fmt: skip
-    _checkpoint(layout)
-    start_programs(layout, [s2.postgres_program])
-    _wait_for(layout, "database pair", lambda: _pg_settled(layout), [s2.postgres_program])
+        "database pair",
+        lambda: _pg_settled(layout),
+        [s1.postgres_program, s2.postgres_program],
+        timeout=120,
+    )
     say("database primary + synchronous standby ready")
     _ensure_schema(layout)
     say("schema and products in place")
@@ -286,6 +297,16 @@ def up(layout: LabLayout, progress: Progress = _quiet) -> float:
     return elapsed
 
 
+def _tune_monitor(layout: LabLayout) -> None:
+    import psycopg
+
+    url = f"postgresql://postgres@127.0.0.1:{layout.monitor_port}/pg_auto_failover"
+    with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
+        for name, value in configs.MONITOR_SETTINGS.items():
+            conn.execute(f"ALTER SYSTEM SET {name} = {int(value)}")
+        conn.execute("SELECT pg_reload_conf()")
+
+
 def _checkpoint(layout: LabLayout) -> None:
     """Flush node 1 before the standby's base backup.
 
@@ -295,18 +316,28 @@ def _checkpoint(layout: LabLayout) -> None:
     """
     import psycopg
 
-    primary = health.pg_primary(layout) or SERVERS[0]
-    with psycopg.connect(layout.db_node_url(primary, "postgres"), autocommit=True) as conn:
+    with psycopg.connect(layout.db_node_url(SERVERS[0], "postgres"), autocommit=True) as conn:
         conn.execute("ALTER SYSTEM SET checkpoint_timeout = '60s'")
         conn.execute("SELECT pg_reload_conf()")
         conn.execute("CHECKPOINT")
 
 
 def _pg_settled(layout: LabLayout) -> bool:
-    states = sorted(
-        n.reported_state for n in health.pg_nodes(layout) if n.reported_state == n.goal_state
-    )
-    return states == ["primary", "secondary"]
+    """Primary + secondary, both healthy, and the writer URL really reaches a primary.
+
+    Right after a node dies the monitor still reports it as it last was; the write check
+    keeps a heal from calling that settled.
+    """
+    import psycopg
+
+    nodes = health.pg_nodes(layout)
+    states = sorted(n.reported_state for n in nodes if n.reported_state == n.goal_state)
+    if states != ["primary", "secondary"] or any(n.health != 1 for n in nodes):
+        return False
+    url = layout.db_writer_url.replace(f"{DB_USER}@", "postgres@")
+    with psycopg.connect(url, autocommit=True, connect_timeout=1) as conn:
+        row = conn.execute("SELECT NOT pg_is_in_recovery()").fetchone()
+    return bool(row and row[0])
 
 
 def _marked_pids(layout: LabLayout) -> list[int]:

@@ -1,0 +1,118 @@
+"""The fault protocol: a reversible change to a target.
+
+A fault is built from a target and its parameters, can say in one line what it would do
+(`describe`, used by `--dry-run`), refuses early when it cannot act safely (`preflight`),
+`inject`s, `heal`s (idempotent: safe after a partial inject, twice, or from another process),
+and tells whether it is still in effect. Everything `heal` needs is in `undo_params()`, which
+the undo journal writes to disk *before* `inject` runs, so a fresh process (`gameday heal`)
+can rebuild the fault with `from_undo` and heal it after the run that injected it was killed.
+
+Adding a fault type is one subclass in one module of `chaos/`, registered with `@register`;
+its docstring is what `gameday faults` shows.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar
+
+from gameday.target import Target
+
+
+class FaultError(Exception):
+    """A fault could not act; the message is one line for the user."""
+
+
+class FaultRefused(FaultError):
+    """The fault refused before acting (unhealthy target, wrong account, missing role...)."""
+
+
+class Fault(ABC):
+    """Base of every fault. Subclasses set `name`, `label` and `providers`."""
+
+    #: registry key, e.g. "database-failover"; the same name may exist for several providers
+    name: ClassVar[str]
+    #: short human label for reports ("database failover")
+    label: ClassVar[str]
+    #: the target providers this class serves ("lab", "docker", "aws", "generic")
+    providers: ClassVar[tuple[str, ...]]
+
+    def __init__(self, target: Target, params: dict[str, str]) -> None:
+        self.target = target
+        self.params = dict(params)
+        #: set by the runner: persists undo params learnt during inject (journal.update)
+        self.on_remember: Callable[[dict[str, str]], None] | None = None
+
+    def remember(self, **values: str) -> None:
+        """Record what heal will need, durably, before the change that needs it is made."""
+        self.params.update(values)
+        if self.on_remember is not None:
+            self.on_remember(self.undo_params())
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line: what inject would do to what (shown by --dry-run and in reports)."""
+
+    def preflight(self) -> None:
+        """Raise FaultRefused if the fault cannot act safely now. Default: no extra check."""
+
+    @abstractmethod
+    def inject(self) -> None:
+        """Make the change. Called only after the undo record is on disk."""
+
+    @abstractmethod
+    def heal(self) -> None:
+        """Undo the change and wait until the target is back. Idempotent."""
+
+    @abstractmethod
+    def in_effect(self) -> bool:
+        """Is the change still in effect (a stopped server still stopped...)?"""
+
+    def undo_params(self) -> dict[str, str]:
+        """What heal needs, written to the journal before inject. Default: the parameters.
+
+        A fault that learns something while injecting (which node was primary) records it
+        with `remember`, and the journal is updated before the change is made.
+        """
+        return dict(self.params)
+
+    @classmethod
+    def from_undo(cls, target: Target, params: dict[str, str]) -> Fault:
+        """Rebuild the fault in a new process, from what the journal kept."""
+        return cls(target, params)
+
+
+_REGISTRY: dict[tuple[str, str], type[Fault]] = {}
+
+
+def register(cls: type[Fault]) -> type[Fault]:
+    """Class decorator: make the fault findable by name for each of its providers."""
+    for provider in cls.providers:
+        key = (cls.name, provider)
+        if key in _REGISTRY and _REGISTRY[key] is not cls:
+            raise ValueError(f"fault {cls.name!r} for {provider!r} registered twice")
+        _REGISTRY[key] = cls
+    return cls
+
+
+def fault_class(name: str, provider: str) -> type[Fault]:
+    _load_builtin_faults()
+    try:
+        return _REGISTRY[(name, provider)]
+    except KeyError:
+        known = sorted(n for n, p in _REGISTRY if p == provider)
+        raise FaultError(
+            f"no fault {name!r} for a {provider} target (known: {', '.join(known) or 'none'})"
+        ) from None
+
+
+def registered() -> dict[tuple[str, str], type[Fault]]:
+    _load_builtin_faults()
+    return dict(_REGISTRY)
+
+
+def _load_builtin_faults() -> None:
+    # Importing the provider modules runs their @register decorators.
+    import chaos.command
+    import chaos.lab  # noqa: F401
