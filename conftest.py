@@ -5,4 +5,6 @@ pytest_plugins = [
     "gameday.pytest_plugin",
     "steps.deployment",
     "steps.data",
+    "steps.load",
+    "steps.faults",
 ]

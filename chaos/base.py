@@ -33,8 +33,9 @@ class Fault(ABC):
 
     #: registry key, e.g. "database-failover"; the same name may exist for several providers
     name: ClassVar[str]
-    #: short human label for reports ("database failover")
-    label: ClassVar[str]
+    #: short human label for reports ("database failover"); set on the class, or per instance
+    #: when it comes from the parameters (the command fault), hence not a ClassVar
+    label: str
     #: the target providers this class serves ("lab", "docker", "aws", "generic")
     providers: ClassVar[tuple[str, ...]]
 
@@ -54,7 +55,7 @@ class Fault(ABC):
     def describe(self) -> str:
         """One line: what inject would do to what (shown by --dry-run and in reports)."""
 
-    def preflight(self) -> None:
+    def preflight(self) -> None:  # noqa: B027 (an optional hook, not abstract)
         """Raise FaultRefused if the fault cannot act safely now. Default: no extra check."""
 
     @abstractmethod

@@ -101,6 +101,21 @@ def cmd_target_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_heal(args: argparse.Namespace) -> int:
+    # The CLI sits above every room; the engine modules themselves never import chaos.
+    from chaos.cli import cmd_heal as heal
+
+    target = load_target(args.target)
+    return heal(target, force=args.force, log=print)
+
+
+def cmd_faults(args: argparse.Namespace) -> int:
+    from chaos.cli import cmd_faults as faults
+
+    print(faults(args.provider, verbose=args.verbose))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gameday",
@@ -148,10 +163,34 @@ def build_parser() -> argparse.ArgumentParser:
     check = tgt_sub.add_parser("check", help="validate a target (name in targets/ or a path)")
     check.add_argument("target", help="a name from targets/ (e.g. lab) or a path to a YAML file")
     check.set_defaults(func=cmd_target_check)
+
+    heal = sub.add_parser(
+        "heal",
+        help="heal what a killed run left behind (replays the undo journal)",
+        description=(
+            "Every fault is written to an undo journal before it acts. A run that was killed "
+            "(kill -9, a lost machine) leaves its faults there; this heals them. The next "
+            "run does the same before its first destructive scenario."
+        ),
+    )
+    heal.add_argument("--target", default="lab", help="target name or path (default: lab)")
+    heal.add_argument(
+        "--force", action="store_true",
+        help="heal even faults of a run that still seems alive (its pid exists)",
+    )  # fmt: skip
+    heal.set_defaults(func=cmd_heal)
+
+    faults = sub.add_parser(
+        "faults", help="list the fault types, per provider", description="List fault types."
+    )
+    faults.add_argument("--provider", choices=["lab", "docker", "aws", "generic"])
+    faults.add_argument("-v", "--verbose", action="store_true", help="full documentation")
+    faults.set_defaults(func=cmd_faults)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from chaos.base import FaultError
     from lab.control import LabError
 
     install_log_redaction()
@@ -161,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TargetError as exc:
         print(f"gameday: {redact(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (LabError, ValueError) as exc:
+    except (LabError, ValueError, FaultError) as exc:
         print(f"gameday: {redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ target.
 from __future__ import annotations
 
 import types
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from gameday.run import Run, ScenarioResult
+from gameday.scenario import Scenario
 from gameday.secrets import install_log_redaction, redact
 from gameday.target import DEFAULT_TARGET, Target, TargetError, load_target
 
@@ -33,10 +36,12 @@ class GamedaySession:
     keep_lab: bool
     target: Target | None = None
     lab_started: bool = False
+    run: Run | None = None
     notes: list[str] = field(default_factory=list)
 
 
 SESSION_KEY = pytest.StashKey[GamedaySession]()
+OUTCOME_KEY = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -66,6 +71,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     install_log_redaction()
+    config.pluginmanager.register(ScenarioOutcomes(config), "gameday-scenario-outcomes")
     config.stash[SESSION_KEY] = GamedaySession(
         target_name=config.getoption("--target"),
         allow_destructive=config.getoption("--allow-destructive"),
@@ -117,18 +123,49 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     except TargetError as exc:
         pytest.exit(redact(str(exc)), returncode=EXIT_BAD_INPUT)
     target = state.target
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-
-    def say(line: str) -> None:
-        if reporter is not None:
-            reporter.write_line(f"gameday: {line}")
-
+    say = live_writer(session.config)
     if target.provider == "lab":
         _ensure_lab(state, target, say)
     problem = entrypoint_problem(target)
     if problem:
         pytest.exit(f"{target.source}: entrypoint.url: {problem}", returncode=EXIT_BAD_INPUT)
     say(f"target {target.name} ({target.provider}) at {redact(target.entrypoint.url)}")
+    _gate_destructive(session, state, target)
+    state.run = Run.start(target)
+    say(f"run {state.run.run_id}: history in {state.run.folder / 'history.jsonl'}")
+
+
+def _gate_destructive(session: pytest.Session, state: GamedaySession, target: Target) -> None:
+    """Destructive scenarios run only with an opt-in; otherwise they are skipped, saying why."""
+    if state.allow_destructive or target.allow_destructive or state.dry_run:
+        return
+    reason = (
+        f"destructive scenario: pass --allow-destructive or set allow_destructive: true "
+        f"in {target.source}"
+    )
+    for item in session.items:
+        if _is_scenario(item) and item.get_closest_marker("destructive"):
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def live_writer(config: pytest.Config) -> Callable[[str], None]:
+    """A function that prints a `gameday:` line at once, even while a test's output is captured.
+
+    Long faults print progress; pytest would otherwise hold it back until the test ended.
+    """
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+
+    def say(line: str) -> None:
+        if reporter is None:
+            return
+        if capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"gameday: {redact(line)}")
+        else:
+            reporter.write_line(f"gameday: {redact(line)}")
+
+    return say
 
 
 def _ensure_lab(state: GamedaySession, target: Target, say: Any) -> None:
@@ -157,8 +194,49 @@ def entrypoint_problem(target: Target) -> str | None:
     return None
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if _is_scenario(item) and (report.when == "call" or report.outcome != "passed"):
+        item.stash[OUTCOME_KEY] = report.outcome
+    return report
+
+
+class ScenarioOutcomes:
+    """Scenario outcomes for the run's JUnit XML (the harness's own tests are not in it)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not report.nodeid.partition("::")[0].endswith(".feature"):
+            return
+        state = self.config.stash.get(SESSION_KEY, None)
+        if state is None or state.run is None:
+            return
+        results = {r.nodeid: r for r in state.run.scenarios}
+        result = results.get(report.nodeid)
+        if result is None:
+            result = ScenarioResult(report.nodeid, report.nodeid.partition("::")[2])
+            state.run.scenarios.append(result)
+        result.duration_sec += report.duration
+        if report.failed:
+            result.outcome = "failed"
+            lines = report.longreprtext.strip().splitlines()
+            result.message = lines[-1] if lines else ""
+        elif report.skipped and result.outcome != "failed":
+            result.outcome = "skipped"
+            longrepr = report.longrepr
+            result.message = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(SESSION_KEY, None)
+    if state is not None and state.run is not None:
+        report = state.run.finish()
+        state.notes.append(f"report: {report}")
     if state is None or not state.lab_started:
         return
     if state.keep_lab:
@@ -180,6 +258,25 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 # -- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def scenario(request: pytest.FixtureRequest, target: Target) -> Iterator[Scenario]:
+    """This scenario's slice of the run: its probes, its history, its verdicts."""
+    state = request.config.stash[SESSION_KEY]
+    if state.run is None:
+        pytest.skip("no run: scenarios need a target loaded at the start of the session")
+    say = live_writer(request.config)
+    doc = getattr(request.node, "obj", None).__doc__ or request.node.name
+    title = doc.rpartition(": ")[2]
+    scenario = Scenario.begin(state.run, request.node.nodeid, title, dry_run=state.dry_run, say=say)
+    results = {r.nodeid: r for r in state.run.scenarios}
+    if request.node.nodeid not in results:
+        state.run.scenarios.append(ScenarioResult(request.node.nodeid, title))
+    else:
+        results[request.node.nodeid].title = title
+    yield scenario
+    scenario.end(request.node.stash.get(OUTCOME_KEY, "passed"))
 
 
 @pytest.fixture(scope="session")

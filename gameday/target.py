@@ -190,6 +190,9 @@ class Target(_Model):
     servers: list[Server] = []
     app: App = App()
     lab: LabSettings | None = None
+    # Command faults the target declares (name -> inject/heal/check command lines...), for
+    # deployments no built-in provider covers; see chaos/command.py.
+    faults: dict[str, dict[str, str]] = {}
 
     # Set by load_target: where the file came from, for messages.
     source: str = Field(default="", exclude=True)

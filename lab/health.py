@@ -154,14 +154,21 @@ def components(layout: LabLayout) -> list[Component]:
                 Component(s.postgres_program, s.name, layout.pg_port(s), ok,
                           node.reported_state, detail)
             )  # fmt: skip
-    for s in SERVERS:
-        info, err = _ask(redis_role, layout, s)
+    infos = {s: _ask(redis_role, layout, s) for s in SERVERS}
+    masters = [s for s, (info, _) in infos.items() if info and info.get("role") == "master"]
+    for s, (info, err) in infos.items():
         if info is None:
             rows.append(Component(s.redis_program, s.name, layout.redis_port(s), False, "?", err))
             continue
         role = "master" if info.get("role") == "master" else "replica"
-        ok = role == "master" or info.get("master_link_status") == "up"
-        detail = "" if ok else f"link {info.get('master_link_status')}"
+        if role == "master":
+            # A crashed master comes back still saying "master" until Sentinel demotes it:
+            # two masters is a split brain, not health.
+            ok = len(masters) == 1
+            detail = "" if ok else "two masters (split brain until Sentinel demotes one)"
+        else:
+            ok = info.get("master_link_status") == "up"
+            detail = "" if ok else f"link {info.get('master_link_status')}"
         rows.append(Component(s.redis_program, s.name, layout.redis_port(s), ok, role, detail))
     lb_status = lb or {}
     endpoint_up = [n for (px, n), st in lb_status.items() if px == "redis-primary" and st == "UP"]

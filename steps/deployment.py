@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from pytest_bdd import parsers, then, when
+from pytest_bdd import given, parsers, then, when
 
 from gameday import checks, facts
 from gameday.facts import HttpAnswer
@@ -44,3 +44,15 @@ def lb_reports_up(
     states = facts.lb_backend_states(load_balancer)
     verdict = checks.all_servers_in_rotation([s.name for s in servers], rotation, states)
     assert verdict.ok, verdict.message
+
+
+@given("the deployment is healthy")
+def deployment_healthy(target: Target) -> None:
+    """The steady state a fault starts from: refuse to break an unhealthy deployment."""
+    verdict = checks.entrypoint_healthy(facts.health(target))
+    assert verdict.ok, f"refusing to start: {verdict.message}"
+    if target.servers:
+        answered, _ = facts.rotation_sample(target, 4 * len(target.servers))
+        states = facts.lb_backend_states(target.load_balancer) if target.load_balancer else None
+        verdict = checks.all_servers_in_rotation([s.name for s in target.servers], answered, states)
+        assert verdict.ok, f"refusing to start: {verdict.message}"

@@ -528,3 +528,28 @@ def test_traffic_moved_to_needs_answers_after_the_deadline() -> None:
     )
     assert not verdict.ok
     assert "no successful answer from 15 s to 30 s" in verdict.message
+
+
+def test_lost_writes_within_a_stated_allowance_passes_and_lists_them() -> None:
+    acked = [str(i) for i in range(100)]
+    found = [k for k in acked if k not in ("7", "8")]
+    v = lost_writes(acked, [], found, probe="cache", max_lost=2)
+    assert v.ok is True
+    assert v.measured["lost"] == 2
+    assert "2 lost, within the allowed 2: 7, 8" in v.message
+
+
+def test_lost_writes_beyond_the_allowance_fails() -> None:
+    acked = [str(i) for i in range(100)]
+    found = [k for k in acked if k not in ("7", "8", "9")]
+    v = lost_writes(acked, [], found, probe="cache", max_lost=2)
+    assert v.ok is False
+    assert v.message.startswith("cache: 3 of 100 acknowledged writes lost: 7, 8, 9")
+
+
+def test_time_to_recover_does_not_call_a_quiet_probe_healthy() -> None:
+    # One sample after the fault and then silence (a dead probe) is no evidence of "no outage".
+    quiet = [Sample(probe="cache", seq=0, sent=10.1, duration=0.001, ok=True)]
+    v = time_to_recover(quiet, fault_start=10.0, within_sec=60)
+    assert v.ok is False
+    assert "only 1 samples sent after the fault began at 10 s (need 5" in v.message

@@ -1,0 +1,852 @@
+"""The report of a run: `report.html` (one self-contained page) and `verdicts.json`.
+
+The page is what people read after a game day: per scenario its verdicts, then for each
+probe a timeline of what the users saw (every sample at its send time, failures in a band of
+their own, the fault window shaded, recovery and ground-truth moments marked), and under it
+the counts by error kind, latency percentiles before/during/after the fault and the servers
+that answered. It is plain HTML with inline CSS and SVG drawn here, so it opens anywhere,
+offline, without JavaScript, and can be attached to a ticket as one file.
+
+The run's history is one file for the whole session; the engine delimits each scenario in it
+with marks, and the records sent (samples) or made (events, marks) between a scenario's
+start and end are that scenario's:
+
+    Mark("scenario-start", at, {"scenario": nodeid, "title": title})
+    Mark("scenario-end", at, {"scenario": nodeid, "outcome": "passed"|"failed"|"skipped"})
+    Mark("recovered", at, {"probe": name})       a recovery line on that probe's timeline
+    Mark(<any other name>, at, {...})            a labelled tick (e.g. ground truth)
+
+A history without scenario marks is shown as one scenario named after the run. Every text
+that reaches the page or `verdicts.json` passes through `gameday.secrets.redact`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+# _failure_kind is the checks' own wording of a failure ("timeout", "http 503"): the page
+# must count failures by the same kinds that verdict messages name.
+from gameday.checks.history import (
+    PHASES,
+    Window,
+    _failure_kind,
+    latency_percentiles,
+    nearest_rank,
+    phase_of,
+    servers_by_phase,
+)
+from gameday.history import FaultEvent, History, Mark, ReadBack, Record, Sample
+from gameday.secrets import redact
+from gameday.verdict import Verdict
+
+__all__ = [
+    "FAIL_COLOR",
+    "FAULT_COLOR",
+    "MAX_MARKS",
+    "OK_COLOR",
+    "RECOVERED",
+    "REPORT_FILE",
+    "SCENARIO_END",
+    "SCENARIO_START",
+    "VERDICTS_FILE",
+    "VerdictRecord",
+    "load_verdicts",
+    "write_report",
+]
+
+REPORT_FILE = "report.html"
+VERDICTS_FILE = "verdicts.json"
+SCENARIO_START = "scenario-start"
+SCENARIO_END = "scenario-end"
+RECOVERED = "recovered"
+# Most sample marks drawn in one chart: beyond a few thousand SVG nodes a page with many
+# charts gets slow to open, and the plot is only ~830 px wide anyway.
+MAX_MARKS = 2000
+
+OK_COLOR = "#2ca02c"
+FAIL_COLOR = "#d62728"
+FAULT_COLOR = "#fde0b4"
+RECOVERY_COLOR = "#1f5fbf"
+TICK_COLOR = "#7a5195"
+# A white outline behind labels drawn over the data keeps them readable on top of marks.
+HALO = 'stroke="#fff" stroke-width="3" stroke-linejoin="round" paint-order="stroke"'
+
+
+# -- verdicts --------------------------------------------------------------------------------
+
+
+def _json_safe(value: Any, where: str) -> Any:
+    """`value` as it will read back from JSON (tuples become lists, keys strings), with every
+    string redacted. Raises ValueError for what JSON cannot hold (NaN, objects)."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {value} is not a JSON number")
+        return value
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {redact(str(k)): _json_safe(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise ValueError(f"{where}: {type(value).__name__} is not JSON-safe")
+
+
+@dataclass(frozen=True)
+class VerdictRecord:
+    """One verdict of one scenario, as the report shows it and `verdicts.json` stores it.
+
+    `scenario` is the pytest node id, `title` the scenario's name for people. `message` and
+    every string in `measured` are redacted when the record is made, and `measured` is
+    normalised to what JSON reads back, so a record survives `load_verdicts` unchanged.
+    """
+
+    scenario: str
+    title: str
+    check: str
+    ok: bool
+    message: str
+    measured: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", redact(self.message))
+        object.__setattr__(self, "measured", _json_safe(dict(self.measured), "measured"))
+
+    @classmethod
+    def from_verdict(cls, scenario: str, title: str, verdict: Verdict) -> VerdictRecord:
+        return cls(scenario, title, verdict.check, verdict.ok, verdict.message, verdict.measured)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "title": self.title,
+            "check": self.check,
+            "ok": self.ok,
+            "message": self.message,
+            "measured": self.measured,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VerdictRecord:
+        for name in ("scenario", "title", "check", "message"):
+            if not isinstance(data.get(name), str):
+                raise ValueError(f"field {name!r} must be a string, got {data.get(name)!r}")
+        if not isinstance(data.get("ok"), bool):
+            raise ValueError(f"field 'ok' must be true or false, got {data.get('ok')!r}")
+        measured = data.get("measured", {})
+        if not isinstance(measured, dict):
+            raise ValueError(f"field 'measured' must be an object, got {measured!r}")
+        return cls(
+            data["scenario"], data["title"], data["check"], data["ok"], data["message"], measured
+        )
+
+
+def load_verdicts(path: str | os.PathLike[str]) -> list[VerdictRecord]:
+    """The verdicts of a run, read back from its `verdicts.json`; ValueError names the file
+    and the verdict that cannot be read."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: not JSON: {exc}") from None
+    items = data.get("verdicts") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise ValueError(f"{path}: expected an object with a 'verdicts' list")
+    out = []
+    for i, item in enumerate(items):
+        try:
+            if not isinstance(item, dict):
+                raise ValueError(f"expected an object, got {item!r:.60}")
+            out.append(VerdictRecord.from_dict(item))
+        except ValueError as exc:
+            raise ValueError(f"{path}: verdict {i}: {exc}") from None
+    return out
+
+
+# -- scenarios in the history ----------------------------------------------------------------
+
+
+def _time_of(record: Record) -> float:
+    return record.sent if isinstance(record, Sample) else record.at
+
+
+def _is_boundary(record: Record) -> bool:
+    return isinstance(record, Mark) and record.name in (SCENARIO_START, SCENARIO_END)
+
+
+@dataclass(frozen=True)
+class _Scenario:
+    nodeid: str
+    title: str
+    outcome: str  # passed, failed, skipped; "unfinished" (no end mark); "not recorded"
+    start: float
+    end: float
+    history: History  # its records only, boundary marks left out
+    verdicts: list[VerdictRecord]
+
+
+@dataclass(frozen=True)
+class _FaultWindow:
+    fault: str
+    start: float
+    end: float
+    healed: bool
+
+
+def _scenarios(history: History, verdicts: Sequence[VerdictRecord]) -> list[_Scenario]:
+    times = [_time_of(r) for r in history.records]
+    last = max(times, default=0.0)
+    run_id = history.header.run_id
+    starts = [m for m in history.marks if m.name == SCENARIO_START]
+    if not starts:
+        body = tuple(r for r in history.records if not _is_boundary(r))
+        first = min(0.0, min(times, default=0.0))
+        title = f"Run {run_id}"
+        return [
+            _Scenario(run_id, title, "not recorded", first, last, History(history.header, body),
+                      list(verdicts))
+        ]  # fmt: skip
+
+    by_id: dict[str, list[VerdictRecord]] = {}
+    for v in verdicts:
+        by_id.setdefault(v.scenario, []).append(v)
+    ends = [m for m in history.marks if m.name == SCENARIO_END]
+    used: set[int] = set()
+    nodeids = [m.detail.get("scenario", f"scenario {i + 1}") for i, m in enumerate(starts)]
+    # A scenario run twice (a rerun) shows its verdicts under its last run only.
+    last_index = {nodeid: i for i, nodeid in enumerate(nodeids)}
+    found: list[_Scenario] = []
+    for i, (mark, nodeid) in enumerate(zip(starts, nodeids, strict=True)):
+        end_mark = next(
+            (
+                e
+                for j, e in enumerate(ends)
+                if j not in used and e.detail.get("scenario") == nodeid and e.at >= mark.at
+            ),
+            None,
+        )
+        if end_mark is not None:
+            used.add(ends.index(end_mark))
+            end, outcome = end_mark.at, end_mark.detail.get("outcome", "not recorded")
+        else:  # the run was killed, or the engine failed before writing the end
+            end = starts[i + 1].at if i + 1 < len(starts) else last
+            outcome = "unfinished"
+        body = tuple(
+            r for r in history.records if not _is_boundary(r) and mark.at <= _time_of(r) <= end
+        )
+        mine = by_id.get(nodeid, []) if last_index[nodeid] == i else []
+        title = mark.detail.get("title") or (mine[0].title if mine else nodeid)
+        found.append(
+            _Scenario(nodeid, title, outcome, mark.at, end, History(history.header, body), mine)
+        )
+    # Verdicts of scenarios the history never saw start (e.g. a check run after the end).
+    for nodeid, records in by_id.items():
+        if nodeid not in last_index:
+            empty = History(history.header, ())
+            found.append(
+                _Scenario(nodeid, records[0].title, "not recorded", 0.0, 0.0, empty, records)
+            )
+    return found
+
+
+def _fault_windows(scenario: _Scenario) -> list[_FaultWindow]:
+    """Each fault's window, from its first inject-start to its last heal-end; without a
+    heal-end after the last injection it was never seen healed and runs to the scenario end."""
+    out = []
+    for fault in scenario.history.faults:
+        events = [e for e in scenario.history.fault_events if e.fault == fault]
+        starts = [e.at for e in events if e.phase == "inject-start"]
+        if not starts:
+            continue
+        heal_ends = [e.at for e in events if e.phase == "heal-end"]
+        if heal_ends and max(heal_ends) >= max(starts):
+            out.append(_FaultWindow(fault, min(starts), max(heal_ends), healed=True))
+        else:
+            end = max(scenario.end, scenario.history.last_sample_time or scenario.end)
+            out.append(_FaultWindow(fault, min(starts), end, healed=False))
+    return out
+
+
+def _phase_window(windows: Sequence[_FaultWindow]) -> Window | None:
+    if not windows:
+        return None
+    return (min(w.start for w in windows), max(w.end for w in windows))
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def _e(text: str) -> str:
+    """Text for the page: redacted, then escaped (the order matters: escaping first could
+    break up a secret's shape and let it through)."""
+    return html.escape(redact(text))
+
+
+def _num(x: float) -> str:
+    """A number for people: two decimals at most, no trailing zeros (2.5, 10, 0.05)."""
+    text = f"{x:.2f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def _rel(t: float, start: float) -> str:
+    return f"+{_num(t - start)} s"
+
+
+def _detail_text(detail: Mapping[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in detail.items())
+
+
+def _nice_step(raw: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 times a power of ten that is at least `raw`."""
+    if raw <= 0 or not math.isfinite(raw):
+        return 1.0
+    base = 10.0 ** math.floor(math.log10(raw))
+    for m in (1.0, 2.0, 2.5, 5.0, 10.0):
+        if m * base >= raw * (1 - 1e-9):
+            return m * base
+    return 10 * base
+
+
+# -- the timeline chart ----------------------------------------------------------------------
+
+WIDTH, HEIGHT = 900, 164
+LEFT, RIGHT = 58, 14
+LABEL_ROWS = (10, 21)  # baselines of the rows that hold ground-truth tick labels
+BAND_TOP, BAND_BOTTOM = 26, 38  # failures are drawn in this band, above the latency plot
+PLOT_TOP, PLOT_BOTTOM = 44, 142
+LABEL_CHAR_PX = 5.6  # rough width of a 10 px character, to keep labels from overlapping
+
+
+@dataclass(frozen=True)
+class _Tick:
+    """A labelled moment; its texts are redacted when made, because the label is cut to fit
+    and a cut URL no longer has the shape that `redact` recognises."""
+
+    at: float
+    label: str
+    tooltip: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", redact(self.label))
+        object.__setattr__(self, "tooltip", redact(self.tooltip))
+
+
+@dataclass(frozen=True)
+class _Chart:
+    svg: str
+    drawn: int  # sample marks drawn
+    clipped: int  # successes slower than the y axis, drawn on its top edge
+    y_max_ms: float
+
+
+class _Frame:
+    """Maps clock time and latency to pixels."""
+
+    def __init__(self, start: float, span: float, y_max: float) -> None:
+        self.start, self.span, self.y_max = start, span, y_max
+
+    def x(self, t: float) -> float:
+        frac = min(max((t - self.start) / self.span, 0.0), 1.0)
+        return LEFT + frac * (WIDTH - LEFT - RIGHT)
+
+    def y(self, ms: float) -> float:
+        return PLOT_BOTTOM - min(ms / self.y_max, 1.0) * (PLOT_BOTTOM - PLOT_TOP)
+
+
+def _y_max(latencies: list[float]) -> float:
+    """Top of the latency axis: the slowest success, unless a few outliers would squash all
+    the others to the bottom; then the p99 with room, and the outliers go on the top edge."""
+    if not latencies:
+        return 10.0
+    ordered = sorted(latencies)
+    slowest, p99 = ordered[-1], nearest_rank(ordered, 99)
+    top = slowest if slowest <= 3 * max(p99, 1.0) else p99 * 1.5
+    # Headroom: a flat series would otherwise run along the top edge, under the labels.
+    return _nice_step(max(top * 1.15, 1.0))
+
+
+def _thin(points: list[tuple[int, int]], budget: int) -> list[tuple[int, int]]:
+    """At most ~`budget` of the pixel positions, keeping the extremes of every group of
+    columns: the shape of the series (and its slowest samples) stays visible."""
+    unique = sorted(set(points))
+    if len(unique) <= budget:
+        return unique
+    columns = WIDTH - LEFT - RIGHT + 1
+    group = max(1, math.ceil(2 * columns / max(budget, 2)))
+    lows: dict[int, int] = {}
+    highs: dict[int, int] = {}
+    for px, py in unique:
+        g = (px - LEFT) // group
+        lows[g] = max(lows.get(g, py), py)  # pixel y grows downwards: max is the fastest
+        highs[g] = min(highs.get(g, py), py)
+    firsts = {(px - LEFT) // group: px for px, _ in reversed(unique)}
+    return sorted({(firsts[g], lows[g]) for g in lows} | {(firsts[g], highs[g]) for g in highs})
+
+
+def _timeline(
+    samples: Sequence[Sample],
+    *,
+    probe: str,
+    start: float,
+    end: float,
+    windows: Sequence[_FaultWindow],
+    heal_starts: Sequence[FaultEvent],
+    recoveries: Sequence[tuple[float, str]],
+    ticks: Sequence[_Tick],
+) -> _Chart:
+    span = max(end - start, max((s.sent - start for s in samples), default=0.0), 1.0)
+    latencies = [s.duration * 1000 for s in samples if s.ok and s.duration is not None]
+    frame = _Frame(start, span, _y_max(latencies))
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+        f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="timeline of {_e(probe)}" '
+        'font-family="system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif" '
+        'font-size="10">',
+        f'<rect x="{LEFT}" y="{BAND_TOP}" width="{WIDTH - LEFT - RIGHT}" '
+        f'height="{BAND_BOTTOM - BAND_TOP}" fill="#f3f3f3"/>',
+        f'<text x="{LEFT - 6}" y="{BAND_BOTTOM - 3}" text-anchor="end" fill="#555">failed</text>',
+    ]
+    # Fault windows first: everything else is drawn over the shading.
+    for w in windows:
+        x0, x1 = round(frame.x(w.start)), round(frame.x(w.end))
+        state = "healed" if w.healed else "not seen healed"
+        parts.append(
+            f'<rect class="fault" x="{x0}" y="{BAND_TOP}" width="{max(x1 - x0, 2)}" '
+            f'height="{PLOT_BOTTOM - BAND_TOP}" fill="{FAULT_COLOR}"><title>{_e(w.fault)}: '
+            f"{_rel(w.start, start)} to {_rel(w.end, start)} ({state})</title></rect>"
+        )
+    # Axes: y ticks in ms, x ticks in s since the scenario start.
+    y_step = _nice_step(frame.y_max / 4)
+    k = 0
+    while k * y_step <= frame.y_max * (1 + 1e-9):
+        y = round(frame.y(k * y_step)) + 0.5
+        parts.append(
+            f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y}" y2="{y}" stroke="#e2e2e2"/>'
+            f'<text x="{LEFT - 6}" y="{y + 3.5}" text-anchor="end" fill="#555">'
+            f"{_num(k * y_step)} ms</text>"
+        )
+        k += 1
+    x_step = _nice_step(span / 8)
+    k = 0
+    while k * x_step <= span * (1 + 1e-9):
+        x = round(frame.x(start + k * x_step)) + 0.5
+        parts.append(
+            f'<line x1="{x}" x2="{x}" y1="{PLOT_BOTTOM}" y2="{PLOT_BOTTOM + 4}" stroke="#888"/>'
+            f'<text x="{x}" y="{PLOT_BOTTOM + 15}" text-anchor="middle" fill="#555">'
+            f"{_num(k * x_step)} s</text>"
+        )
+        k += 1
+    parts.append(
+        f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{PLOT_BOTTOM + 0.5}" '
+        f'y2="{PLOT_BOTTOM + 0.5}" stroke="#888"/>'
+        f'<line x1="{LEFT - 0.5}" x2="{LEFT - 0.5}" y1="{BAND_TOP}" y2="{PLOT_BOTTOM}" '
+        'stroke="#888"/>'
+    )
+    for e in heal_starts:
+        x = round(frame.x(e.at)) + 0.5
+        parts.append(
+            f'<line x1="{x}" x2="{x}" y1="{BAND_TOP}" y2="{PLOT_BOTTOM}" stroke="#b07a2a" '
+            f'stroke-dasharray="3 3"><title>{_e(e.fault)}: heal started at '
+            f"{_rel(e.at, start)}</title></line>"
+        )
+    # Ground-truth ticks, labels staggered over two rows; a label that fits in neither is
+    # left to the tooltip.
+    row_end = [-math.inf for _ in LABEL_ROWS]
+    for tick in sorted(ticks, key=lambda t: t.at):
+        x = round(frame.x(tick.at)) + 0.5
+        label = tick.label if len(tick.label) <= 32 else tick.label[:31] + "…"
+        width = len(label) * LABEL_CHAR_PX
+        anchor, left_edge = ("start", x - 2) if x + width < WIDTH else ("end", x - width)
+        row = next((i for i, e in enumerate(row_end) if left_edge > e + 4), None)
+        text = ""
+        if row is not None:
+            row_end[row] = left_edge + width
+            tx = x + 2 if anchor == "start" else x - 2
+            text = (
+                f'<text x="{tx}" y="{LABEL_ROWS[row]}" text-anchor="{anchor}" '
+                f'fill="{TICK_COLOR}" {HALO}>{_e(label)}</text>'
+            )
+        parts.append(
+            f'<g class="tick"><title>{_e(tick.tooltip)}</title>'
+            f'<line x1="{x}" x2="{x}" y1="{BAND_TOP - 4}" y2="{PLOT_BOTTOM}" '
+            f'stroke="{TICK_COLOR}" stroke-dasharray="1 3"/>'
+            f'<line x1="{x}" x2="{x}" y1="{BAND_TOP - 6}" y2="{BAND_TOP + 2}" '
+            f'stroke="{TICK_COLOR}" stroke-width="2"/>{text}</g>'
+        )
+    # Samples. Failures: one mark per pixel column, so none can be thinned away; successes
+    # share the rest of the budget.
+    fail_columns = sorted({round(frame.x(s.sent)) for s in samples if not s.ok})
+    ok_points: list[tuple[int, int]] = []
+    clipped = 0
+    for s in samples:
+        if s.ok:
+            ms = s.duration * 1000 if s.duration is not None else 0.0
+            clipped += ms > frame.y_max
+            ok_points.append((round(frame.x(s.sent)), round(frame.y(ms))))
+    shown = _thin(ok_points, MAX_MARKS - len(fail_columns))
+    parts.append(f'<g class="ok" fill="{OK_COLOR}">')
+    parts.extend(f'<circle cx="{px}" cy="{py}" r="2"/>' for px, py in shown)
+    parts.append(f'</g><g class="failed" fill="{FAIL_COLOR}">')
+    parts.extend(
+        f'<rect x="{px - 1}" y="{BAND_TOP}" width="3" height="{BAND_BOTTOM - BAND_TOP}"/>'
+        for px in fail_columns
+    )
+    parts.append("</g>")
+    for at, label in recoveries:
+        x = round(frame.x(at)) + 0.5
+        width = len(label) * LABEL_CHAR_PX
+        anchor, tx = ("start", x + 3) if x + width + 3 < WIDTH else ("end", x - 3)
+        parts.append(
+            f'<g class="recovery"><line x1="{x}" x2="{x}" y1="{BAND_TOP}" y2="{PLOT_BOTTOM}" '
+            f'stroke="{RECOVERY_COLOR}" stroke-width="1.5"/><text x="{tx}" '
+            f'y="{PLOT_TOP + 22}" text-anchor="{anchor}" fill="{RECOVERY_COLOR}" '
+            f'font-weight="600" {HALO}>{_e(label)}</text></g>'
+        )
+    for w in windows:  # labels last, so that nothing is drawn over them
+        parts.append(
+            f'<text class="fault-label" x="{round(frame.x(w.start)) + 4}" y="{PLOT_TOP + 10}" '
+            f'fill="#8a4b00" font-weight="600" {HALO}>{_e(w.fault)}</text>'
+        )
+    parts.append("</svg>")
+    return _Chart("".join(parts), len(shown) + len(fail_columns), clipped, frame.y_max)
+
+
+# -- the page --------------------------------------------------------------------------------
+
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;
+       color: #1f2328; background: #fff; margin: 0 auto; padding: 16px 24px; max-width: 960px; }
+h1 { font-size: 22px; margin: 0 0 8px; }
+h2 { font-size: 18px; margin: 0 0 4px; }
+h3 { font-size: 15px; margin: 16px 0 4px; }
+code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+              font-size: 12px; }
+dl.run { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 0; }
+dl.run dt { color: #59636e; }
+dl.run dd { margin: 0; }
+nav ol { margin: 8px 0 0; padding-left: 20px; }
+section.scenario { border-top: 2px solid #d1d9e0; margin-top: 24px; padding-top: 12px; }
+.sub { color: #59636e; font-size: 12px; margin: 0 0 8px; }
+table { border-collapse: collapse; margin: 6px 0; }
+th, td { border: 1px solid #d1d9e0; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f6f8fa; font-weight: 600; }
+td.msg { overflow-wrap: anywhere; }
+table.verdicts { width: 100%; }
+table.verdicts td:not(.msg), table.verdicts th:not(:last-child) { width: 1%; white-space: nowrap; }
+table.phases td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.badge { display: inline-block; padding: 0 7px; border-radius: 10px; font-size: 12px;
+         font-weight: 600; border: 1px solid transparent; }
+.passed, .PASS { background: #dafbe1; color: #116329; border-color: #aceebb; }
+.failed, .FAIL { background: #b42318; color: #fff; }
+.skipped { background: #eff2f5; color: #59636e; border-color: #d1d9e0; }
+.unfinished, .not-recorded { background: #fff1c2; color: #7d4e00; border-color: #f0d67a; }
+.probe { margin-top: 14px; }
+.probe svg { display: block; max-width: 100%; height: auto; border: 1px solid #e6e9ec; }
+.counts { margin: 4px 0; font-size: 13px; }
+.swatch { display: inline-block; width: 10px; height: 10px; vertical-align: -1px;
+          margin-right: 3px; }
+.dot { border-radius: 5px; }
+.lost { background: #fff5f5; border: 1px solid #f5c2c0; padding: 6px 10px; margin: 8px 0; }
+.faults { margin: 6px 0; }
+details { margin-top: 10px; font-size: 13px; }
+details ul { margin: 4px 0; padding-left: 20px; }
+footer { color: #59636e; font-size: 12px; margin-top: 32px; }
+"""
+
+
+def _badge(text: str) -> str:
+    cls = text.replace(" ", "-")
+    return f'<span class="badge {html.escape(cls)}">{_e(text)}</span>'
+
+
+def _servers(counter: Counter[str]) -> str:
+    if not counter:
+        return "—"
+    ranked = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{_e(server)} {n}" for server, n in ranked)
+
+
+def _phase_table(samples: Sequence[Sample], window: Window | None, start: float) -> str:
+    # Without a fault every sample is "before" an infinitely late window: one row.
+    judged = window if window is not None else (math.inf, math.inf)
+    latency = latency_percentiles(samples, window=judged)
+    servers = servers_by_phase(samples, window=judged)
+    failed = Counter(phase_of(s.sent, judged) for s in samples if not s.ok)
+    total = Counter(phase_of(s.sent, judged) for s in samples)
+    rows = []
+    for phase in PHASES if window is not None else ("before",):
+        if window is None:
+            name, span = "whole scenario", ""
+        elif phase == "before":
+            name, span = phase, f"&lt; {_rel(window[0], start)}"
+        elif phase == "during":
+            name, span = phase, f"{_rel(window[0], start)} to {_rel(window[1], start)}"
+        else:
+            name, span = phase, f"&gt; {_rel(window[1], start)}"
+        lat = latency.get(phase)
+        cells = [f"{lat[p]:.1f} ms" if lat else "—" for p in ("p50", "p95", "p99")]
+        rows.append(
+            f"<tr><td>{name}</td><td>{span}</td><td class=n>{total[phase]}</td>"
+            f"<td class=n>{failed[phase]}</td>"
+            + "".join(f"<td class=n>{c}</td>" for c in cells)
+            + f"<td>{_servers(servers[phase])}</td></tr>"
+        )
+    head = (
+        "<tr><th>phase</th><th>sent</th><th>samples</th><th>failed</th><th>p50</th>"
+        "<th>p95</th><th>p99</th><th>answered by (successes)</th></tr>"
+    )
+    return f'<table class="phases">{head}{"".join(rows)}</table>'
+
+
+def _counts_line(samples: Sequence[Sample], windows: Sequence[_FaultWindow]) -> str:
+    ok = sum(1 for s in samples if s.ok)
+    kinds = Counter(_failure_kind(s) for s in samples if not s.ok)
+    parts = [f'<span class="swatch dot" style="background:{OK_COLOR}"></span>ok {ok}']
+    if kinds:
+        by_kind = ", ".join(
+            f"{_e(k)} {n}" for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))
+        )
+        parts.append(
+            f'<span class="swatch" style="background:{FAIL_COLOR}"></span>'
+            f"failed {sum(kinds.values())} ({by_kind})"
+        )
+    else:
+        parts.append("failed 0")
+    if windows:
+        parts.append(f'<span class="swatch" style="background:{FAULT_COLOR}"></span>fault window')
+    return '<p class="counts">' + " · ".join(parts) + "</p>"
+
+
+def _recovery_reference(at: float, scenario: _Scenario, windows: Sequence[_FaultWindow]) -> float:
+    """What a recovery is counted from: the start of the latest fault injected before it."""
+    begun = [w.start for w in windows if w.start <= at]
+    return max(begun) if begun else scenario.start
+
+
+def _probe_block(
+    probe: str, scenario: _Scenario, windows: Sequence[_FaultWindow], ticks: Sequence[_Tick]
+) -> str:
+    hist = scenario.history
+    samples = hist.samples(probe)
+    recoveries = [
+        (m.at, f"recovered +{_num(m.at - _recovery_reference(m.at, scenario, windows))}s")
+        for m in hist.marks
+        if m.name == RECOVERED and m.detail.get("probe", probe) == probe
+    ]
+    heal_starts = [e for e in hist.fault_events if e.phase == "heal-start"]
+    chart = _timeline(
+        samples,
+        probe=probe,
+        start=scenario.start,
+        end=scenario.end,
+        windows=windows,
+        heal_starts=heal_starts,
+        recoveries=recoveries,
+        ticks=ticks,
+    )
+    notes = []
+    if chart.drawn < len(samples):
+        notes.append(
+            f"{chart.drawn} marks drawn for {len(samples)} samples (samples that fall on the "
+            "same pixels are drawn once; every failure is drawn)"
+        )
+    if chart.clipped:
+        notes.append(
+            f"{chart.clipped} successes slower than {_num(chart.y_max_ms)} ms are drawn on the "
+            "top edge of the plot"
+        )
+    final = hist.readback(probe)
+    if final is not None:
+        notes.append(f"final read at {_rel(final.at, scenario.start)}: {len(final.keys)} ids")
+    note = f'<p class="sub">{_e("; ".join(notes))}</p>' if notes else ""
+    return (
+        f'<div class="probe"><h3>{_e(probe)}</h3>{chart.svg}'
+        f"{_counts_line(samples, windows)}"
+        f"{_phase_table(samples, _phase_window(windows), scenario.start)}{note}</div>"
+    )
+
+
+def _ids_listing(ids: Any, count: Any) -> str:
+    names = [str(i) for i in ids] if isinstance(ids, list) else []
+    more = count - len(names) if isinstance(count, int) and count > len(names) else 0
+    listed = ", ".join(f"<code>{_e(i)}</code>" for i in names)
+    return listed + (f" and {more} more" if more else "")
+
+
+def _lost_writes(verdicts: Sequence[VerdictRecord]) -> str:
+    blocks = []
+    for v in verdicts:
+        m = v.measured
+        lines = []
+        if m.get("lost_ids"):
+            of = f" of {m['acknowledged']}" if isinstance(m.get("acknowledged"), int) else ""
+            lines.append(
+                f"{_e(str(m.get('lost', len(m['lost_ids']))))}{of} acknowledged writes lost: "
+                f"{_ids_listing(m['lost_ids'], m.get('lost'))}"
+            )
+        if m.get("duplicate_ids"):
+            lines.append(
+                f"{_e(str(m.get('duplicates', len(m['duplicate_ids']))))} writes applied more "
+                f"than once: {_ids_listing(m['duplicate_ids'], m.get('duplicates'))}"
+            )
+        if lines:
+            blocks.append(
+                f'<div class="lost"><strong>Lost writes</strong> ({_e(v.check)}):<br>'
+                + "<br>".join(lines)
+                + "</div>"
+            )
+    return "".join(blocks)
+
+
+def _verdict_table(verdicts: Sequence[VerdictRecord]) -> str:
+    if not verdicts:
+        return '<p class="sub">No verdicts recorded for this scenario.</p>'
+    rows = "".join(
+        f"<tr><td><code>{_e(v.check)}</code></td><td>{_badge('PASS' if v.ok else 'FAIL')}</td>"
+        f'<td class="msg">{_e(v.message)}</td></tr>'
+        for v in verdicts
+    )
+    return (
+        '<table class="verdicts"><tr><th>check</th><th>verdict</th><th>message</th></tr>'
+        f"{rows}</table>"
+    )
+
+
+def _events(scenario: _Scenario) -> str:
+    items: list[tuple[float, str]] = []
+    for r in scenario.history.records:
+        if isinstance(r, FaultEvent):
+            extra = f" ({_detail_text(r.detail)})" if r.detail else ""
+            items.append((r.at, f"fault {r.fault}: {r.phase}{extra}"))
+        elif isinstance(r, Mark):
+            extra = f": {_detail_text(r.detail)}" if r.detail else ""
+            items.append((r.at, f"{r.name}{extra}"))
+        elif isinstance(r, ReadBack):
+            items.append((r.at, f"final read of {r.probe}: {len(r.keys)} ids"))
+    if not items:
+        return ""
+    lis = "".join(
+        f"<li><span class=mono>{_rel(at, scenario.start)}</span> {_e(text)}</li>"
+        for at, text in sorted(items, key=lambda it: it[0])
+    )
+    return f"<details><summary>Events ({len(items)})</summary><ul>{lis}</ul></details>"
+
+
+def _ticks(scenario: _Scenario) -> list[_Tick]:
+    ticks = []
+    for m in scenario.history.marks:
+        if m.name == RECOVERED:
+            continue
+        label = m.detail.get("event") or m.name
+        tooltip = f"{_rel(m.at, scenario.start)} {m.name}"
+        if m.detail:
+            tooltip += f": {_detail_text(m.detail)}"
+        ticks.append(_Tick(m.at, label, tooltip))
+    for e in scenario.history.fault_events:
+        if e.phase == "abort":
+            ticks.append(_Tick(e.at, f"{e.fault} aborted", f"{_rel(e.at, scenario.start)} abort"))
+    return ticks
+
+
+def _scenario_section(index: int, scenario: _Scenario, wall_start: str) -> str:
+    windows = _fault_windows(scenario)
+    ticks = _ticks(scenario)
+    faults = "".join(
+        f'<p class="faults"><span class="swatch" style="background:{FAULT_COLOR}"></span>'
+        f"Fault <strong>{_e(w.fault)}</strong>: {_rel(w.start, scenario.start)} to "
+        f"{_rel(w.end, scenario.start)} ({_num(w.end - w.start)} s"
+        f"{'' if w.healed else ', not seen healed: shown to the end of the scenario'})</p>"
+        for w in windows
+    )
+    probes = scenario.history.probes
+    charts = "".join(_probe_block(p, scenario, windows, ticks) for p in probes)
+    if not probes:
+        charts = '<p class="sub">No probe samples in this scenario.</p>'
+    duration = (
+        f" · {_num(scenario.end - scenario.start)} s" if scenario.end > scenario.start else ""
+    )
+    return (
+        f'<section class="scenario" id="s{index}"><h2>{_e(scenario.title)} '
+        f"{_badge(scenario.outcome)}</h2>"
+        f'<p class="sub"><code>{_e(scenario.nodeid)}</code> · started {wall_start}{duration}</p>'
+        f"{_verdict_table(scenario.verdicts)}{_lost_writes(scenario.verdicts)}{faults}{charts}"
+        f"{_events(scenario)}</section>"
+    )
+
+
+def _render(history: History, verdicts: Sequence[VerdictRecord]) -> str:
+    header = history.header
+    scenarios = _scenarios(history, verdicts)
+    outcomes = Counter(s.outcome for s in scenarios)
+    scenario_totals = ", ".join(
+        [f"{outcomes[o]} {o}" for o in ("passed", "failed", "skipped")]
+        + [f"{n} {o}" for o, n in outcomes.items() if o not in ("passed", "failed", "skipped")]
+    )
+    verdict_ok = sum(1 for v in verdicts if v.ok)
+    started = header.started.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    def wall(t: float) -> str:
+        return header.clock.wall(t).strftime("%H:%M:%S UTC")
+
+    nav = "".join(
+        f'<li><a href="#s{i}">{_e(s.title)}</a> {_badge(s.outcome)}</li>'
+        for i, s in enumerate(scenarios, start=1)
+    )
+    sections = "".join(
+        _scenario_section(i, s, wall(s.start)) for i, s in enumerate(scenarios, start=1)
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>gameday report: {_e(header.run_id)}</title><style>{_CSS}</style></head>"
+        f"<body><header><h1>gameday report</h1><dl class=run>"
+        f"<dt>run</dt><dd><code>{_e(header.run_id)}</code></dd>"
+        f"<dt>target</dt><dd>{_e(header.target)}</dd>"
+        f"<dt>started</dt><dd>{started}</dd>"
+        f"<dt>scenarios</dt><dd>{scenario_totals}</dd>"
+        f"<dt>verdicts</dt><dd>{verdict_ok} passed, {len(verdicts) - verdict_ok} failed</dd>"
+        f"</dl></header><nav><ol>{nav}</ol></nav>{sections}"
+        "<footer>Times are seconds since each scenario started, on the run's monotonic clock; "
+        "samples are placed at their send time.</footer></body></html>\n"
+    )
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # A reader (or a run killed while writing) never sees half a file. open() rather than
+    # mkstemp: the report gets the umask's permissions, not mkstemp's owner-only ones.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_report(
+    folder: str | os.PathLike[str], history: History, verdicts: Sequence[VerdictRecord]
+) -> Path:
+    """Write `report.html` and `verdicts.json` into `folder` (made if missing) and return the
+    path of the HTML report."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "run_id": history.header.run_id,
+        "target": history.header.target,
+        "verdicts": [v.to_dict() for v in verdicts],
+    }
+    _write_atomic(folder / VERDICTS_FILE, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    report = folder / REPORT_FILE
+    _write_atomic(report, _render(history, verdicts))
+    return report
