@@ -38,15 +38,23 @@ def kill_program(layout: LabLayout, program: str) -> None:
     """SIGKILL a program's whole process group and keep it down, as if its host died.
 
     supervisor starts each program in its own process group, so the keeper and the postgres
-    it runs die together. A program that supervisor would restart is then stopped, so that it
-    stays down until healed.
+    it runs die together. supervisor is told to stop the program first (without waiting):
+    killed the other way round, it restarts the program within a second, before a stop can
+    land, and the "crashed" Redis master comes back with its data before Sentinel notices.
     """
     info = control.processes(layout).get(program)
     if info is None or not info.get("pid"):
         return
+    pgid = os.getpgid(info["pid"])
+    control.stop_programs(layout, [program], wait=False)
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(os.getpgid(info["pid"]), signal.SIGKILL)
-    control.stop_programs(layout, [program])
+        os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if control.processes(layout)[program]["statename"] in ("STOPPED", "EXITED", "FATAL"):
+            return
+        time.sleep(0.05)
+    raise FaultError(f"{program} did not stop after SIGKILL")
 
 
 class _LabFault(Fault):

@@ -88,11 +88,11 @@ def start_programs(layout: LabLayout, names: Iterable[str]) -> None:
                 ) from None
 
 
-def stop_programs(layout: LabLayout, names: Iterable[str]) -> None:
+def stop_programs(layout: LabLayout, names: Iterable[str], *, wait: bool = True) -> None:
     rpc = _rpc(layout)
     for name in names:
         try:
-            rpc.supervisor.stopProcess(f"{_group_of(name)}:{name}", True)
+            rpc.supervisor.stopProcess(f"{_group_of(name)}:{name}", wait)
         except xmlrpc.client.Fault as fault:
             if "NOT_RUNNING" not in fault.faultString:
                 raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pytest_bdd import given, parsers
 
 from gameday.probes.http import HttpProbe
-from gameday.probes.writes import CacheProbe, LedgerProbe, OrdersProbe
+from gameday.probes.writes import CacheProbe, LedgerProbe, OrdersProbe, WriteProbe
 from gameday.scenario import Scenario
 from gameday.target import Cache, Database, Target
 
@@ -32,38 +32,28 @@ def steady_load(scenario: Scenario, target: Target, rate: int, path: str) -> Non
     )  # fmt: skip
 
 
-@given(parsers.parse("a writer placing {rate:d} orders per second through the entrypoint"))
-@given(parsers.parse("a writer committing {rate:d} orders per second"))
-def orders_writer(scenario: Scenario, target: Target, rate: int) -> None:
+def _writer(scenario: Scenario, target: Target, probe: type[WriteProbe], rate: int) -> None:
     _start(
         scenario,
-        f"placing {rate} orders/s",
-        lambda: OrdersProbe(
+        f"{probe.__name__} at {rate} writes/s",
+        lambda: probe(
             target, run_id=scenario.key, rate=rate, clock=scenario.run.clock,
             record=scenario.run.record, limit=rate * MAX_PROBE_SEC,
         ),
     )  # fmt: skip
+
+
+@given(parsers.parse("a writer placing {rate:d} orders per second through the entrypoint"))
+@given(parsers.parse("a writer committing {rate:d} orders per second"))
+def orders_writer(scenario: Scenario, target: Target, rate: int) -> None:
+    _writer(scenario, target, OrdersProbe, rate)
 
 
 @given(parsers.parse("a writer committing {rate:d} rows per second to the database"))
 def ledger_writer(scenario: Scenario, target: Target, database: Database, rate: int) -> None:
-    _start(
-        scenario,
-        f"committing {rate} ledger rows/s",
-        lambda: LedgerProbe(
-            target, run_id=scenario.key, rate=rate, clock=scenario.run.clock,
-            record=scenario.run.record, limit=rate * MAX_PROBE_SEC,
-        ),
-    )  # fmt: skip
+    _writer(scenario, target, LedgerProbe, rate)
 
 
 @given(parsers.parse("a writer setting {rate:d} keys per second in the cache"))
 def cache_writer(scenario: Scenario, target: Target, cache: Cache, rate: int) -> None:
-    _start(
-        scenario,
-        f"setting {rate} cache keys/s",
-        lambda: CacheProbe(
-            target, run_id=scenario.key, rate=rate, clock=scenario.run.clock,
-            record=scenario.run.record, limit=rate * MAX_PROBE_SEC,
-        ),
-    )  # fmt: skip
+    _writer(scenario, target, CacheProbe, rate)

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from chaos.journal import Journal
-from chaos.lab import DatabaseCrash
+from chaos.lab import CacheCrash, DatabaseCrash
 from chaos.runner import FaultSession
 from gameday.checks.history import lost_writes_in, time_to_recover
 from gameday.clock import Clock
@@ -231,3 +231,20 @@ def test_history_survives_a_killed_run(running_lab: LabLayout, state_dir: Path) 
     assert [e.phase for e in history.fault_events][:2] == ["inject-start", "inject-end"]
     assert json.loads((ROOT / run_line.rpartition("history in ")[2].strip()).read_text()
                       .splitlines()[0])["kind"] == "header"  # fmt: skip
+
+
+@pytest.mark.parametrize("fault_class", [DatabaseCrash, CacheCrash])
+def test_a_crashed_program_stays_down_until_healed(
+    running_lab: LabLayout, fault_class: type[DatabaseCrash | CacheCrash]
+) -> None:
+    # supervisor must not bring a "crashed" node back by itself: that would be no crash.
+    fault = fault_class(load_target("lab"), {})
+    fault.preflight()
+    try:
+        fault.inject()
+        time.sleep(3)
+        assert fault.in_effect(), f"{fault.name}: the killed program came back by itself"
+    finally:
+        fault.heal()
+    assert not fault.in_effect()
+    assert lab_healthy(running_lab)

@@ -35,7 +35,7 @@ LEDGER_TABLE = "gameday_ledger"
 CACHE_KEY_TTL_SEC = 3600
 
 
-class _WriteProbe:
+class WriteProbe:
     """Scheduling and recording shared by the write probes; subclasses do one write."""
 
     def __init__(
@@ -58,7 +58,7 @@ class _WriteProbe:
         )
         self.acknowledged = 0
 
-    def start(self) -> _WriteProbe:
+    def start(self) -> WriteProbe:
         self._scheduler.start()
         return self
 
@@ -102,7 +102,7 @@ class _WriteProbe:
         return readback
 
 
-class OrdersProbe(_WriteProbe):
+class OrdersProbe(WriteProbe):
     def __init__(self, target: Target, *, run_id: str, name: str = "orders", **kw: Any) -> None:
         if target.app.orders is None:
             raise ValueError(f"target {target.name!r} declares no app.orders API")
@@ -160,7 +160,7 @@ class OrdersProbe(_WriteProbe):
         return found
 
 
-class LedgerProbe(_WriteProbe):
+class LedgerProbe(WriteProbe):
     def __init__(self, target: Target, *, run_id: str, name: str = "ledger", **kw: Any) -> None:
         if target.database is None:
             raise ValueError(f"target {target.name!r} has no database role")
@@ -234,7 +234,7 @@ def _pg_error_kind(exc: BaseException) -> str:
     return "other"
 
 
-class CacheProbe(_WriteProbe):
+class CacheProbe(WriteProbe):
     def __init__(
         self,
         target: Target,
