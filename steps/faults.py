@@ -12,18 +12,26 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from pytest_bdd import parsers, then, when
+from pytest_bdd import given, parsers, then, when
 
 from chaos.base import Fault, FaultError, fault_class
 from chaos.journal import Journal, heal_pending
-from chaos.runner import FaultSession, install_signal_handlers
+from chaos.runner import (
+    AbortCondition,
+    ErrorBudget,
+    FaultSession,
+    TimeLimit,
+    install_signal_handlers,
+)
 from gameday.checks import history as hc
 from gameday.history import Mark
 from gameday.scenario import Scenario
 from gameday.target import LoadBalancer, Target
-from gameday.verdict import Verdict
+from gameday.verdict import Verdict, failed
 
 MAX_HOLD_SEC = 300
+# No fault of a game day stays in effect longer than this, whatever the scenario says.
+MAX_FAULT_SEC = 300.0
 WRITE_PROBES = ("orders", "ledger")
 
 
@@ -51,6 +59,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 @pytest.fixture
+def error_budgets() -> dict[str, int]:
+    """Probe name -> failures allowed while a fault is in effect (Given-steps fill it)."""
+    return {}
+
+
+@given(parsers.parse('an error budget of {failures:d} failed requests for the "{probe}" probe'))
+def error_budget(error_budgets: dict[str, int], failures: int, probe: str) -> None:
+    error_budgets[probe] = failures
+
+
+@pytest.fixture
 def faults(scenario: Scenario) -> Iterator[FaultSession]:
     """The scenario's faults; healed at the end of the scenario, before its probes stop."""
     with FaultSession(log=scenario.say) as session:
@@ -58,11 +77,16 @@ def faults(scenario: Scenario) -> Iterator[FaultSession]:
 
 
 def _inject(
-    scenario: Scenario, faults: FaultSession, target: Target, name: str, **params: str
+    scenario: Scenario,
+    faults: FaultSession,
+    target: Target,
+    name: str,
+    budgets: dict[str, int] | None = None,
+    **params: str,
 ) -> None:
     fault: Fault = fault_class(name, target.provider)(target, dict(params))
     # The session holds the fault before it acts: a signal in between cannot orphan it.
-    faults.inject(
+    active = faults.inject(
         fault,
         journal=Journal(target),
         run_id=scenario.run.run_id,
@@ -73,6 +97,16 @@ def _inject(
     if scenario.dry_run:
         pytest.skip(f"dry run: would {fault.describe()}")
     scenario.say(f"injected: {fault.describe()}")
+    since = scenario.run.clock.now()
+    conditions: list[AbortCondition] = [TimeLimit(MAX_FAULT_SEC, scenario.run.clock)]
+    for probe, budget in (budgets or {}).items():
+        scenario.probe(probe)  # a clear error if the budget names a probe that does not run
+
+        def failures(probe: str = probe) -> int:
+            return sum(1 for s in scenario.samples(probe) if not s.ok and s.sent >= since)
+
+        conditions.append(ErrorBudget(failures, budget))
+    faults.watch(active, conditions, interval_sec=0.5)
 
 
 # -- faults --------------------------------------------------------------------------------
@@ -80,41 +114,73 @@ def _inject(
 
 @when("the database fails over")
 @when("the RDS instance is rebooted with failover")
-def database_fails_over(scenario: Scenario, faults: FaultSession, target: Target) -> None:
-    _inject(scenario, faults, target, "database-failover")
+def database_fails_over(
+    scenario: Scenario, faults: FaultSession, target: Target, error_budgets: dict[str, int]
+) -> None:
+    _inject(scenario, faults, target, "database-failover", error_budgets)
 
 
 @when("the database primary crashes")
-def database_primary_crashes(scenario: Scenario, faults: FaultSession, target: Target) -> None:
-    _inject(scenario, faults, target, "database-crash")
+def database_primary_crashes(
+    scenario: Scenario, faults: FaultSession, target: Target, error_budgets: dict[str, int]
+) -> None:
+    _inject(scenario, faults, target, "database-crash", error_budgets)
 
 
 @when(parsers.parse('server "{server}" stops'))
-def server_stops(scenario: Scenario, faults: FaultSession, target: Target, server: str) -> None:
-    _inject(scenario, faults, target, "stop-server", server=server, mode="graceful")
+def server_stops(
+    scenario: Scenario,
+    faults: FaultSession,
+    target: Target,
+    error_budgets: dict[str, int],
+    server: str,
+) -> None:
+    _inject(scenario, faults, target, "stop-server", error_budgets, server=server, mode="graceful")
 
 
 @when(parsers.parse('server "{server}" is killed'))
-def server_killed(scenario: Scenario, faults: FaultSession, target: Target, server: str) -> None:
-    _inject(scenario, faults, target, "stop-server", server=server, mode="kill")
+def server_killed(
+    scenario: Scenario,
+    faults: FaultSession,
+    target: Target,
+    error_budgets: dict[str, int],
+    server: str,
+) -> None:
+    _inject(scenario, faults, target, "stop-server", error_budgets, server=server, mode="kill")
 
 
 @when(parsers.parse('the backend of server "{server}" is killed'))
-def backend_killed(scenario: Scenario, faults: FaultSession, target: Target, server: str) -> None:
-    _inject(scenario, faults, target, "kill-backend", server=server)
+def backend_killed(
+    scenario: Scenario,
+    faults: FaultSession,
+    target: Target,
+    error_budgets: dict[str, int],
+    server: str,
+) -> None:
+    _inject(scenario, faults, target, "kill-backend", error_budgets, server=server)
 
 
 @when("the cache master crashes")
-def cache_master_crashes(scenario: Scenario, faults: FaultSession, target: Target) -> None:
-    _inject(scenario, faults, target, "cache-crash")
+def cache_master_crashes(
+    scenario: Scenario, faults: FaultSession, target: Target, error_budgets: dict[str, int]
+) -> None:
+    _inject(scenario, faults, target, "cache-crash", error_budgets)
 
 
 @when(parsers.parse('the fault "{name}" is injected'))
-def declared_fault(scenario: Scenario, faults: FaultSession, target: Target, name: str) -> None:
+def declared_fault(
+    scenario: Scenario,
+    faults: FaultSession,
+    target: Target,
+    error_budgets: dict[str, int],
+    name: str,
+) -> None:
     if name not in target.faults:
         known = ", ".join(sorted(target.faults)) or "none"
         pytest.skip(f"target {target.name!r} declares no fault {name!r} (declared: {known})")
-    _inject(scenario, faults, target, "command", **{"label": name, **target.faults[name]})
+    _inject(
+        scenario, faults, target, "command", error_budgets, **{"label": name, **target.faults[name]}
+    )
 
 
 @when(parsers.parse("{seconds:g} seconds pass"))
@@ -127,6 +193,11 @@ def fault_lasts(scenario: Scenario, seconds: float) -> None:
 
 
 def _judge(scenario: Scenario, verdict: Verdict) -> None:
+    aborts = [e for e in scenario.history().fault_events if e.phase == "abort"]
+    if aborts:
+        # The deployment broke worse than the scenario allows: that is the verdict.
+        reason = aborts[0].detail.get("reason", "an abort condition fired")
+        verdict = failed("fault_aborted", f"{aborts[0].fault} was healed early: {reason}")
     scenario.run.judge(scenario.nodeid, scenario.title, verdict)
     assert verdict.ok, verdict.message
 

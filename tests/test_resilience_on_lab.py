@@ -248,3 +248,39 @@ def test_a_crashed_program_stays_down_until_healed(
         fault.heal()
     assert not fault.in_effect()
     assert lab_healthy(running_lab)
+
+
+ABORT_FEATURE = """\
+@resilience @destructive
+Feature: abort
+  Scenario: a spent error budget heals the fault early and fails the scenario
+    Given the deployment is healthy
+    And a writer setting 50 keys per second in the cache
+    And an error budget of 5 failed requests for the "cache" probe
+    When 2 seconds pass
+    And the cache master crashes
+    And the fault lasts 20 seconds
+    Then the cache accepts writes again within 60 seconds
+"""
+
+
+def test_spent_error_budget_heals_early_and_fails(
+    running_lab: LabLayout, tmp_path: Path, state_dir: Path
+) -> None:
+    feature = tmp_path / "abort.feature"
+    feature.write_text(ABORT_FEATURE)
+    plugins = ["gameday.pytest_plugin", "steps.deployment", "steps.data", "steps.load",
+               "steps.faults"]  # fmt: skip
+    args = ["-c", str(ROOT / "pytest.ini"), "--rootdir", str(tmp_path)]
+    for plugin in plugins:
+        args += ["-p", plugin]
+    started = time.monotonic()
+    proc = pytest_run(*args, str(feature))
+    out, _ = proc.communicate(timeout=180)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 1, out[-3000:]
+    assert "cache master crash was healed early: error budget spent" in out, out[-3000:]
+    # Healed by the watchdog, long before the 20 s the scenario asked the fault to last.
+    assert "aborting cache master crash" in out
+    assert lab_healthy(running_lab)
+    assert elapsed < 60

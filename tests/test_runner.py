@@ -354,14 +354,24 @@ def test_a_second_signal_abandons_the_heal_and_the_journal_keeps_it(
 
 
 def test_signal_handlers_are_restored() -> None:
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    restore = install_signal_handlers()
-    assert signal.getsignal(signal.SIGTERM) != before[signal.SIGTERM]
-    restore()
-    assert {s: signal.getsignal(s) for s in before} == before
-    with FaultSession(log=lambda _: None):
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    # Start from known handlers: a session running destructive scenarios has already
+    # installed gameday's own, and "changed" must be measured against something else.
+    outer = {s: signal.getsignal(s) for s in signals}
+    for s in signals:
+        signal.signal(s, signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
+    try:
+        before = {s: signal.getsignal(s) for s in signals}
+        restore = install_signal_handlers()
         assert signal.getsignal(signal.SIGTERM) != before[signal.SIGTERM]
-    assert {s: signal.getsignal(s) for s in before} == before
+        restore()
+        assert {s: signal.getsignal(s) for s in before} == before
+        with FaultSession(log=lambda _: None):
+            assert signal.getsignal(signal.SIGTERM) != before[signal.SIGTERM]
+        assert {s: signal.getsignal(s) for s in before} == before
+    finally:
+        for s, handler in outer.items():
+            signal.signal(s, handler)
 
 
 # -- abort conditions ------------------------------------------------------------------------
