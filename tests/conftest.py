@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+import chaos.base
+from gameday.target import Target
 from lab import control, health
 from lab.layout import LabLayout
 
@@ -36,3 +40,28 @@ def wait_until(what: str, ready: Callable[[], bool], timeout: float = 60.0) -> N
 
 def lab_healthy(layout: LabLayout) -> bool:
     return all(c.healthy for c in health.components(layout))
+
+
+# -- for the chaos tests (journal, runner, command fault): opt in with usefixtures ---------
+
+
+@pytest.fixture
+def journal_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An undo journal of the test's own."""
+    directory = tmp_path / "state"
+    monkeypatch.setenv("GAMEDAY_STATE_DIR", str(directory))
+    return directory
+
+
+@pytest.fixture
+def only_command_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the fault registry to the command fault (no lab modules, whatever their state)."""
+    monkeypatch.setattr(
+        chaos.base, "_load_builtin_faults", lambda: importlib.import_module("chaos.command")
+    )
+
+
+def generic_target(name: str) -> Target:
+    """A target with nothing but an entrypoint nobody listens on (no test reaches it)."""
+    raw = {"name": name, "provider": "generic", "entrypoint": {"url": "http://127.0.0.1:9"}}
+    return Target.model_validate(raw).model_copy(update={"source": "tests/inline"})

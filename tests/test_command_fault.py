@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import shlex
 import stat
@@ -13,33 +12,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-import chaos.base
 from chaos.base import FaultError, FaultRefused, fault_class, registered
 from chaos.cli import cmd_faults, cmd_heal
 from chaos.command import CommandFault
 from chaos.journal import Journal
 from gameday.secrets import register_secret
 from gameday.target import Target
+from tests.conftest import generic_target
 
-
-@pytest.fixture(autouse=True)
-def journal_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "state"
-    monkeypatch.setenv("GAMEDAY_STATE_DIR", str(directory))
-    return directory
-
-
-@pytest.fixture(autouse=True)
-def only_command_fault(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        chaos.base, "_load_builtin_faults", lambda: importlib.import_module("chaos.command")
-    )
+pytestmark = pytest.mark.usefixtures("journal_dir", "only_command_fault")
 
 
 @pytest.fixture
 def target() -> Target:
-    raw = {"name": "cmd-test", "provider": "generic", "entrypoint": {"url": "http://127.0.0.1:9"}}
-    return Target.model_validate(raw).model_copy(update={"source": "tests/inline"})
+    return generic_target("cmd-test")
 
 
 def flag_params(flag: Path) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shlex
@@ -10,32 +9,18 @@ from pathlib import Path
 
 import pytest
 
-import chaos.base
 from chaos.base import FaultError
 from chaos.command import CommandFault
 from chaos.journal import Journal, heal_pending, pid_alive, state_dir
 from gameday.secrets import register_secret
 from gameday.target import Target
+from tests.conftest import generic_target
 
-
-@pytest.fixture(autouse=True)
-def journal_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "state"
-    monkeypatch.setenv("GAMEDAY_STATE_DIR", str(directory))
-    return directory
-
-
-@pytest.fixture(autouse=True)
-def only_command_fault(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Keep the registry to the fault under test (no lab modules, whatever their state).
-    monkeypatch.setattr(
-        chaos.base, "_load_builtin_faults", lambda: importlib.import_module("chaos.command")
-    )
+pytestmark = pytest.mark.usefixtures("journal_dir", "only_command_fault")
 
 
 def make_target(name: str = "journal-test") -> Target:
-    raw = {"name": name, "provider": "generic", "entrypoint": {"url": "http://127.0.0.1:9"}}
-    return Target.model_validate(raw).model_copy(update={"source": "tests/inline"})
+    return generic_target(name)
 
 
 def flag_fault(target: Target, flag: Path) -> CommandFault:

@@ -6,7 +6,6 @@ test -f), journaled in a temporary state folder.
 
 from __future__ import annotations
 
-import importlib
 import os
 import shlex
 import signal
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-import chaos.base
 from chaos.base import Fault, FaultError, FaultRefused
 from chaos.cli import cmd_heal
 from chaos.command import CommandFault
@@ -35,33 +33,17 @@ from chaos.runner import (
 from gameday.clock import Clock
 from gameday.history import FaultEvent, HistoryWriter, Mark, RunHeader, read_history
 from gameday.target import Target
+from tests.conftest import generic_target
+
+pytestmark = pytest.mark.usefixtures("journal_dir", "only_command_fault")
 
 TESTS = Path(__file__).resolve().parent
 VICTIM = TESTS / "chaos_victim.py"
 
 
-@pytest.fixture(autouse=True)
-def journal_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "state"
-    monkeypatch.setenv("GAMEDAY_STATE_DIR", str(directory))
-    return directory
-
-
-@pytest.fixture(autouse=True)
-def only_command_fault(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        chaos.base, "_load_builtin_faults", lambda: importlib.import_module("chaos.command")
-    )
-
-
 @pytest.fixture
 def target() -> Target:
-    raw = {
-        "name": "runner-test",
-        "provider": "generic",
-        "entrypoint": {"url": "http://127.0.0.1:9"},
-    }
-    return Target.model_validate(raw).model_copy(update={"source": "tests/inline"})
+    return generic_target("runner-test")
 
 
 @pytest.fixture
