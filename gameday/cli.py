@@ -116,6 +116,76 @@ def cmd_faults(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_baseline(args: argparse.Namespace) -> int:
+    """`baseline record|compare`: its own errors map to exit 2 (bad input) or 1 (run failed)."""
+    import tempfile
+    from pathlib import Path
+
+    from gameday import baseline as bl
+
+    try:
+        target = load_target(args.target)
+        if args.min_requests < 1 or not args.latency_slack_ms >= 0:
+            print("gameday: --min-requests must be 1 or more, --latency-slack-ms 0 or more",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_BAD_INPUT
+        tolerances = bl.parse_tolerances(
+            args.tolerance or [],
+            bl.Tolerances(min_requests=args.min_requests, latency_slack_ms=args.latency_slack_ms),
+        )
+        path = bl.baseline_path(target.name, args.name, bl.baselines_dir(args.baselines_dir))
+        if args.baseline_command == "record":
+            missing = [o for o in ("users", "spawn_rate", "duration") if getattr(args, o) is None]
+            if missing:
+                flag = "--" + missing[0].replace("_", "-")
+                print(f"gameday: baseline record needs {flag}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            users, rate, duration = args.users, args.spawn_rate, args.duration
+            old = None
+        else:
+            old = bl.load_baseline(path)
+            c = old.conditions
+            users = c.users if args.users is None else args.users
+            rate = c.spawn_rate if args.spawn_rate is None else args.spawn_rate
+            duration = c.duration_sec if args.duration is None else args.duration
+        bl.check_load(users, rate, duration)
+        print(f"locust: {users} users, spawn rate {rate:g}/s, {duration} s against {target.name}")
+        with tempfile.TemporaryDirectory(prefix="gameday-baseline-") as tmp:
+            result = bl.run_locust(
+                target, users=users, spawn_rate=rate, duration_sec=duration, workdir=Path(tmp)
+            )
+    except (TargetError, bl.BaselineError) as exc:
+        print(f"gameday: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except bl.LoadRunError as exc:
+        print(f"gameday: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    if result.total.requests == 0 or result.total.failures == result.total.requests:
+        print(
+            f"gameday: all {result.total.requests} requests to {redact(target.entrypoint.url)} "
+            "failed; nothing written or compared (is the target up?)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    if old is None:
+        conditions = bl.new_conditions(target.name, users, rate, duration)
+        bl.save_baseline(bl.Baseline(conditions, result), path)
+        print(bl.result_table(result))
+        t = result.total
+        print(
+            f"baseline written: {path} ({t.requests} requests, {t.rps:.1f} req/s, "
+            f"p95 {t.p95:g} ms, {t.failure_ratio * 100:.1f} % failed; "
+            f"revision {conditions.git_revision})"
+        )
+        return 0
+    rows = bl.compare(old.result.all(), result.all(), tolerances)
+    print(f"baseline {path} (revision {old.conditions.git_revision}, {old.conditions.date})")
+    print(bl.table(rows))
+    verdict = bl.verdict(rows)
+    print(("ok: " if verdict.ok else "FAILED: ") + verdict.message)
+    return 0 if verdict.ok else EXIT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gameday",
@@ -186,6 +256,46 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--provider", choices=["lab", "docker", "aws", "generic"])
     faults.add_argument("-v", "--verbose", action="store_true", help="full documentation")
     faults.set_defaults(func=cmd_faults)
+
+    base = sub.add_parser(
+        "baseline",
+        help="record a load baseline with locust, or compare a new run against it",
+        description=(
+            "Run loadtests/locustfile.py headless against the target's entrypoint. record: "
+            "write baselines/<target>-<name>.json; compare: run again under the baseline's "
+            "conditions (unless overridden) and exit 1 on a regression past the tolerances."
+        ),
+    )
+    base_sub = base.add_subparsers(dest="baseline_command", required=True, metavar="ACTION")
+    for action, help_ in (
+        ("record", "run locust and write the baseline"),
+        ("compare", "run locust and compare with the baseline (exit 1 on a regression)"),
+    ):
+        p = base_sub.add_parser(action, help=help_, description=help_)
+        p.add_argument("--target", default="lab", help="target name or path (default: lab)")
+        p.add_argument("--users", type=int, help="simulated users (at most 1000)")
+        p.add_argument("--spawn-rate", type=float, help="users started per second")
+        p.add_argument("--duration", type=int, help="run time in seconds (at most 3600)")
+        p.add_argument("--name", default="default", help="baseline name (default: default)")
+        p.add_argument(
+            "--baselines-dir",
+            help="folder of baselines (default $GAMEDAY_BASELINES_DIR or baselines/)",
+        )
+        p.add_argument(
+            "--tolerance", action="append", metavar="SPEC",
+            help='[ENDPOINT:]METRIC=NUMBER, e.g. "p95=30" or "product page:p95=30,rps=20"; '
+            "METRIC: p50, p95, p99 (rise %%), rps (drop %%), failures (rise, %% points); "
+            "defaults p50/p95 +20, p99 +50, rps -10, failures +1",
+        )  # fmt: skip
+        p.add_argument(
+            "--min-requests", type=int, default=20,
+            help="endpoints with fewer requests in either run are not judged (default 20)",
+        )  # fmt: skip
+        p.add_argument(
+            "--latency-slack-ms", type=float, default=2.0,
+            help="a latency rise smaller than this is never a regression (default 2 ms)",
+        )  # fmt: skip
+        p.set_defaults(func=cmd_baseline)
     return parser
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from chaos.base import FaultRefused
 from chaos.journal import Journal
 from chaos.lab import CacheCrash, DatabaseCrash
 from chaos.runner import FaultSession
@@ -26,7 +27,7 @@ from gameday.history import HistoryWriter, RunHeader, read_history
 from gameday.probes.writes import LedgerProbe
 from gameday.target import load_target
 from lab import control, health
-from lab.layout import LabLayout
+from lab.layout import SERVERS, LabLayout
 from tests.conftest import lab_healthy, wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -284,3 +285,41 @@ def test_spent_error_budget_heals_early_and_fails(
     assert "aborting cache master crash" in out
     assert lab_healthy(running_lab)
     assert elapsed < 60
+
+
+def test_the_next_run_heals_what_a_killed_run_left_and_says_so(
+    running_lab: LabLayout, state_dir: Path
+) -> None:
+    proc = pytest_run("features/resilience/server_loss.feature", "-k", "server1")
+    try:
+        wait_until("server1 stopped by the run", lambda: _pending_fault_with_server1_down(
+            running_lab), timeout=60)  # fmt: skip
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert Journal(load_target("lab")).pending()
+        # The next run with a destructive scenario heals first, and says what it healed.
+        nxt = pytest_run("features/resilience/server_loss.feature", "-k", "backend")
+        out, _ = nxt.communicate(timeout=180)
+        assert "healed 1 fault(s) an earlier run left behind" in out, out[-3000:]
+        assert nxt.returncode == 0, out[-3000:]
+        assert Journal(load_target("lab")).pending() == []
+        assert lab_healthy(running_lab)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        control.up(running_lab)
+
+
+def test_an_unhealthy_lab_is_refused_before_any_fault(running_lab: LabLayout) -> None:
+    control.stop_programs(running_lab, ["backend1"])
+    try:
+        fault = CacheCrash(load_target("lab"), {})
+        with pytest.raises(FaultRefused) as info:
+            fault.preflight()
+        assert "refusing to break it further" in str(info.value)
+        assert "backend1" in str(info.value)
+        assert all(
+            health.redis_role(running_lab, s).get("role") in ("master", "slave") for s in SERVERS
+        )
+    finally:
+        control.up(running_lab)
