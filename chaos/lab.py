@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from typing import ClassVar
 
 from chaos.base import Fault, FaultError, FaultRefused, register
 from gameday.target import Target
 from lab import control, health
 from lab.layout import SERVERS, LabLayout, LabServer
+from lab.wait import poll_until
 
 HEAL_TIMEOUT_SEC = 120.0
 FAILOVER_COMPLETE_TIMEOUT_SEC = 120.0
@@ -49,11 +49,12 @@ def kill_program(layout: LabLayout, program: str) -> None:
     control.stop_programs(layout, [program], wait=False)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if control.processes(layout)[program]["statename"] in ("STOPPED", "EXITED", "FATAL"):
-            return
-        time.sleep(0.05)
+    stopped = ("STOPPED", "EXITED", "FATAL")
+    if poll_until(
+        lambda: control.processes(layout)[program]["statename"] in stopped,
+        timeout=10, interval=0.05,
+    ):  # fmt: skip
+        return
     raise FaultError(f"{program} did not stop after SIGKILL")
 
 
@@ -111,12 +112,11 @@ class DatabaseFailover(_LabFault):
             conn.execute("SELECT pgautofailover.perform_failover('default', 0)")
         # Return once the other node is the settled primary: the scenario then judges a
         # failover that happened. The probes measure the outage from the inject-start event.
-        deadline = time.monotonic() + FAILOVER_COMPLETE_TIMEOUT_SEC
-        while time.monotonic() < deadline:
-            new = health.pg_primary(layout)
-            if new is not None and new != primary:
-                return
-            time.sleep(0.05)
+        if poll_until(
+            lambda: health.pg_primary(layout) not in (None, primary),
+            timeout=FAILOVER_COMPLETE_TIMEOUT_SEC, interval=0.05,
+        ):  # fmt: skip
+            return
         raise FaultError(
             "pg_auto_failover did not promote the standby within "
             f"{FAILOVER_COMPLETE_TIMEOUT_SEC:.0f} s"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gameday.history import FaultEvent, History, Sample, read_history
-from gameday.run import Run, ScenarioResult
+from gameday.run import Run
 from gameday.verdict import Verdict
 
 POLL_SEC = 0.25
@@ -40,7 +40,6 @@ class Scenario:
     #: idempotency keys, cache keys) so two scenarios never share a write.
     key: str = ""
     probes: dict[str, Probe] = field(default_factory=dict)
-    result: ScenarioResult | None = None
 
     @classmethod
     def begin(

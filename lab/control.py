@@ -22,6 +22,7 @@ from typing import Any
 
 from lab import configs, health
 from lab.layout import DB_NAME, DB_USER, PG_BIN, SERVERS, LabLayout
+from lab.wait import poll_until
 
 # Not GAMEDAY_LAB_DIR: a user may export that in the shell that runs the harness itself.
 MARKER_ENV = "GAMEDAY_LAB_MEMBER"
@@ -125,17 +126,21 @@ def _wait_for(
     timeout: float = STAGE_TIMEOUT_SEC,
 ) -> None:
     """Poll `ready` until it is true; on timeout name the programs and their logs."""
-    deadline = time.monotonic() + timeout
+    names = list(programs)
     last_error = ""
-    while time.monotonic() < deadline:
+
+    def ready_or_fatal() -> bool:
+        nonlocal last_error
         try:
             if ready():
-                return
+                return True
         except Exception as exc:  # a service that is still starting answers with errors
             last_error = f" (last error: {type(exc).__name__}: {str(exc).splitlines()[0][:100]})"
-        _raise_if_fatal(layout, programs)
-        time.sleep(POLL_SEC)
-    names = list(programs)
+        _raise_if_fatal(layout, names)
+        return False
+
+    if poll_until(ready_or_fatal, timeout=timeout, interval=POLL_SEC):
+        return
     logs = ", ".join(str(log_path(layout, n)) for n in names)
     raise LabError(f"{what} not ready after {timeout:.0f} s{last_error}; see {logs}")
 
@@ -202,13 +207,15 @@ def _start_supervisord(layout: LabLayout) -> None:
         check=True,
         cwd=layout.state_dir,
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def answering() -> bool:
         if layout.supervisor_socket.exists() and is_running(layout):
             with contextlib.suppress(OSError, xmlrpc.client.Error):
-                if _rpc(layout).supervisor.getState()["statename"] == "RUNNING":
-                    return
-        time.sleep(POLL_SEC)
+                return bool(_rpc(layout).supervisor.getState()["statename"] == "RUNNING")
+        return False
+
+    if poll_until(answering, timeout=10, interval=POLL_SEC):
+        return
     raise LabError(f"supervisord did not start; see {layout.log_dir / 'supervisord.log'}")
 
 
@@ -363,18 +370,14 @@ def down(layout: LabLayout, progress: Progress = _quiet) -> None:
         progress("stopping supervisord and its programs")
         with contextlib.suppress(OSError, xmlrpc.client.Error):
             _rpc(layout).supervisor.shutdown()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and supervisor_pid(layout) is not None:
-            time.sleep(POLL_SEC)
+        poll_until(lambda: supervisor_pid(layout) is None, timeout=30, interval=POLL_SEC)
     leftovers = _marked_pids(layout)
     if leftovers:
         progress(f"killing {len(leftovers)} leftover process(es)")
         for p in leftovers:
             with contextlib.suppress(OSError):
                 os.kill(p, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _marked_pids(layout):
-            time.sleep(POLL_SEC)
+        poll_until(lambda: not _marked_pids(layout), timeout=5, interval=POLL_SEC)
     if layout.state_dir.exists():
         shutil.rmtree(layout.state_dir, ignore_errors=True)
     busy = [p for p in layout.all_ports() if health.port_open(p)]

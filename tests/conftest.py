@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import chaos.base
 from gameday.target import Target
 from lab import control, health
 from lab.layout import LabLayout
+from lab.wait import poll_until
 
 
 @pytest.fixture(scope="session")
@@ -27,15 +27,14 @@ def running_lab() -> Iterator[LabLayout]:
 
 
 def wait_until(what: str, ready: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready_yet() -> bool:
         try:
-            if ready():
-                return
+            return ready()
         except Exception:  # a service coming back answers with errors for a while
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not true after {timeout:.0f} s")
+            return False
+
+    if not poll_until(ready_yet, timeout=timeout):
+        raise AssertionError(f"{what} not true after {timeout:.0f} s")
 
 
 def lab_healthy(layout: LabLayout) -> bool:
