@@ -5,6 +5,6 @@ pytest_plugins = [
     "gameday.pytest_plugin",
     "steps.deployment",
     "steps.data",
+    "steps.faults",  # before steps.load, which uses its judge()
     "steps.load",
-    "steps.faults",
 ]

@@ -17,28 +17,20 @@ import json
 import math
 import os
 import subprocess
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gameday import load
 from gameday.target import Target
 from gameday.verdict import Verdict, failed, passed
 
 REPO_DIR = Path(__file__).resolve().parent.parent
-LOCUSTFILE = REPO_DIR / "loadtests" / "locustfile.py"
 BASELINES_ENV = "GAMEDAY_BASELINES_DIR"
 DEFAULT_NAME = "default"
 TOTAL = "total"
-
-# Harness-wide caps on the load (the target file has no load section).
-MAX_USERS = 1000
-MAX_DURATION_SEC = 3600
-# On top of the run time: locust's start-up and the users' last tasks (--stop-timeout).
-STOP_TIMEOUT_SEC = 10
-RUN_MARGIN_SEC = 60
 
 LATENCY_METRICS = ("p50", "p95", "p99")
 METRICS = (*LATENCY_METRICS, "rps", "failures")
@@ -49,8 +41,8 @@ class BaselineError(Exception):
     """Bad input (a cap, a tolerance spec, a missing or broken baseline file): exit 2."""
 
 
-class LoadRunError(Exception):
-    """locust did not run to the end or wrote no statistics: exit 1."""
+# locust did not run to the end or wrote no statistics: exit 1.
+LoadRunError = load.LoadRunError
 
 
 # -- statistics --------------------------------------------------------------------------
@@ -174,15 +166,25 @@ def parse_locust_json(entries: Sequence[Mapping[str, Any]], run_time_sec: float)
 # -- running locust ------------------------------------------------------------------------
 
 
-def check_load(users: int, spawn_rate: float, duration_sec: int) -> None:
-    if not 1 <= users <= MAX_USERS:
-        raise BaselineError(f"--users {users}: must be 1..{MAX_USERS} (harness cap)")
+def check_load(
+    users: int, spawn_rate: float, duration_sec: int, target: Target | None = None
+) -> None:
+    """Bad input before anything starts: the harness caps, then the target's `load:` caps."""
+    if not 1 <= users <= load.MAX_USERS:
+        raise BaselineError(f"--users {users}: must be 1..{load.MAX_USERS} (harness cap)")
     if not spawn_rate > 0:
         raise BaselineError(f"--spawn-rate {spawn_rate}: must be more than 0")
-    if not 1 <= duration_sec <= MAX_DURATION_SEC:
+    if not 1 <= duration_sec <= load.MAX_DURATION_SEC:
         raise BaselineError(
-            f"--duration {duration_sec}: must be 1..{MAX_DURATION_SEC} s (harness cap)"
+            f"--duration {duration_sec}: must be 1..{load.MAX_DURATION_SEC} s (harness cap)"
         )
+    if target is not None:
+        try:
+            load.check_limits(
+                target, users=users, rps=load.users_ceiling_rps(users), duration_sec=duration_sec
+            )
+        except load.LoadLimitError as exc:
+            raise BaselineError(str(exc)) from None
 
 
 def run_locust(
@@ -192,46 +194,22 @@ def run_locust(
     spawn_rate: float,
     duration_sec: int,
     workdir: Path,
-    locustfile: Path = LOCUSTFILE,
+    workers: int = 0,
+    records: bool = False,
+    locustfile: Path = load.LOCUSTFILE,
 ) -> LoadResult:
-    """Run locust headless against the target's entrypoint; its statistics, per endpoint."""
-    check_load(users, spawn_rate, duration_sec)
-    workdir.mkdir(parents=True, exist_ok=True)
-    stats_file = workdir / "stats.json"
-    stats_file.unlink(missing_ok=True)
-    cmd = [
-        sys.executable,
-        *("-m", "locust", "-f", str(locustfile)),
-        *("--host", target.entrypoint.url.rstrip("/"), "--headless"),
-        *("-u", str(users), "-r", f"{spawn_rate:g}", "-t", f"{duration_sec}s"),
-        *("--stop-timeout", str(STOP_TIMEOUT_SEC)),
-        *("--json-file", str(workdir / "stats"), "--only-summary"),
-    ]
-    # A plain -u/-r/-t run: no shape, no per-request records from the caller's environment.
-    env = {k: v for k, v in os.environ.items() if k not in ("GAMEDAY_SHAPE", "GAMEDAY_RECORDS")}
-    timeout = duration_sec + STOP_TIMEOUT_SEC + RUN_MARGIN_SEC
-    log = workdir / "locust.log"
-    try:
-        with open(log, "wb") as out:
-            proc = subprocess.run(
-                cmd,
-                cwd=REPO_DIR,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                check=False,
-            )
-    except subprocess.TimeoutExpired:
-        raise LoadRunError(f"locust did not end within {timeout} s (log: {log})") from None
-    # Exit code 1 means some requests failed: the statistics say which, and compare judges.
-    if proc.returncode not in (0, 1) or not stats_file.exists():
-        raise LoadRunError(f"locust exited with code {proc.returncode} (log: {log})")
-    try:
-        entries = json.loads(stats_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise LoadRunError(f"{stats_file}: not JSON: {exc}") from None
-    return parse_locust_json(entries, float(duration_sec))
+    """Run locust headless against the target's entrypoint; its statistics, per endpoint.
+
+    With `workers`, a master and that many worker processes (locust's distributed mode); with
+    `records`, every request is also written to `workdir`'s records file(s).
+    """
+    check_load(users, spawn_rate, duration_sec, target)
+    plan = load.LocustPlan(
+        host=target.entrypoint.url, users=users, spawn_rate=spawn_rate,
+        run_time_sec=duration_sec, folder=workdir, workers=workers, records=records,
+        locustfile=locustfile,
+    )  # fmt: skip
+    return parse_locust_json(load.run(plan), float(duration_sec))
 
 
 # -- baseline files ------------------------------------------------------------------------
@@ -527,6 +505,64 @@ def verdict(rows: Sequence[Comparison]) -> Verdict:
     if judged == 0:
         return failed("load baseline", "nothing to judge: every endpoint had too few requests")
     return passed("load baseline", summary(rows), **measured)
+
+
+def judge_metric(
+    baseline: Baseline,
+    current: LoadResult,
+    endpoint: str,
+    metric: str,
+    allowed: float,
+    *,
+    users: int | None = None,
+) -> Verdict:
+    """One endpoint's metric against the baseline, with its own allowance (a Then-step's).
+
+    Fails when the endpoint is missing or had too few requests in either run (no evidence is
+    not a pass), and when `users` differs from the baseline's (the numbers do not compare).
+    """
+    check = f"load baseline {metric}"
+    if metric not in METRICS:
+        raise BaselineError(f"metric {metric!r}: must be one of {', '.join(METRICS)}")
+    if users is not None and users != baseline.conditions.users:
+        return failed(
+            check,
+            f"the baseline was recorded with {baseline.conditions.users} users, this load has "
+            f"{users}: record a baseline under the same conditions",
+        )
+    tol = Tolerances(overrides={endpoint: {metric: allowed}})
+    rows = [
+        r
+        for r in compare(baseline.result.all(), current.all(), tol)
+        if r.endpoint == endpoint and r.metric in (metric, "requests")
+    ]
+    c = baseline.conditions
+    measured = {"baseline_users": c.users, "baseline_revision": c.git_revision}
+    if not rows:
+        known = ", ".join(sorted(current.all())) or "none"
+        return failed(check, f"no endpoint {endpoint!r} in this load (endpoints: {known})")
+    row = rows[0]
+    if not row.judged:
+        return failed(check, row.describe(), **measured)
+    measured.update(baseline_value=row.baseline, current=row.current, change=row.change)
+    return (passed if row.ok else failed)(check, row.describe(), **measured)
+
+
+def failure_ratio_at_most(result: LoadResult, max_ratio: float) -> Verdict:
+    """The share of the run's requests that failed is at most `max_ratio`; no request fails."""
+    t = result.total
+    measured = {"requests": t.requests, "failures": t.failures, "ratio": t.failure_ratio}
+    if t.requests == 0:
+        return failed("load failures", "the load sent no request: no evidence", **measured)
+    by_endpoint = ", ".join(
+        f"{s.name} {s.failures}" for s in result.endpoints.values() if s.failures
+    )
+    message = (
+        f"{t.failures} of {t.requests} requests failed ({t.failure_ratio * 100:.2f} %, "
+        f"max {max_ratio * 100:g} %)" + (f": {by_endpoint}" if by_endpoint else "")
+    )
+    verdict = passed if t.failure_ratio <= max_ratio else failed
+    return verdict("load failures", message, **measured)
 
 
 def summary(rows: Sequence[Comparison]) -> str:

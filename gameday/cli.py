@@ -148,12 +148,20 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             users = c.users if args.users is None else args.users
             rate = c.spawn_rate if args.spawn_rate is None else args.spawn_rate
             duration = c.duration_sec if args.duration is None else args.duration
-        bl.check_load(users, rate, duration)
-        print(f"locust: {users} users, spawn rate {rate:g}/s, {duration} s against {target.name}")
+        bl.check_load(users, rate, duration, target)
+        if not 0 <= args.workers <= 32:
+            print(f"gameday: --workers {args.workers}: must be 0..32", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        spread = f", {args.workers} workers" if args.workers else ""
+        print(
+            f"locust: {users} users, spawn rate {rate:g}/s, {duration} s against "
+            f"{target.name}{spread}"
+        )
         with tempfile.TemporaryDirectory(prefix="gameday-baseline-") as tmp:
             result = bl.run_locust(
-                target, users=users, spawn_rate=rate, duration_sec=duration, workdir=Path(tmp)
-            )
+                target, users=users, spawn_rate=rate, duration_sec=duration, workdir=Path(tmp),
+                workers=args.workers,
+            )  # fmt: skip
     except (TargetError, bl.BaselineError) as exc:
         print(f"gameday: {redact(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -276,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--users", type=int, help="simulated users (at most 1000)")
         p.add_argument("--spawn-rate", type=float, help="users started per second")
         p.add_argument("--duration", type=int, help="run time in seconds (at most 3600)")
+        p.add_argument(
+            "--workers", type=int, default=0,
+            help="run locust distributed: a master and this many local worker processes "
+            "(default 0: one process; docs/load.md shows workers on other hosts)",
+        )  # fmt: skip
         p.add_argument("--name", default="default", help="baseline name (default: default)")
         p.add_argument(
             "--baselines-dir",

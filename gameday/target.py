@@ -172,6 +172,18 @@ class App(_Model):
     rate_limit: RateLimit | None = RateLimit()
 
 
+class Load(_Model):
+    """The largest load the harness may put on this deployment (locust users and probes).
+
+    A step or `gameday baseline` asking for more is refused before anything starts. Requests
+    per second are bounded by what each locust user can send at most (loadtests/pacing.py)
+    times the users, plus the probes' own rates.
+    """
+
+    max_users: int | None = Field(default=None, gt=0)
+    max_rps: float | None = Field(default=None, gt=0)
+
+
 class LabSettings(_Model):
     """For `provider: lab`: the lab that serves this target (the harness starts it)."""
 
@@ -189,6 +201,7 @@ class Target(_Model):
     cache: Cache | None = None
     servers: list[Server] = []
     app: App = App()
+    load: Load = Load()
     lab: LabSettings | None = None
     # Command faults the target declares (name -> inject/heal/check command lines...), for
     # deployments no built-in provider covers; see chaos/command.py.

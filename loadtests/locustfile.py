@@ -34,18 +34,18 @@ try:
 except ImportError:  # run from another directory: the package's parent is not on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from loadtests import records, shapes
+from loadtests.pacing import (
+    BROWSING_WAIT_MAX_SEC,
+    BROWSING_WAIT_MIN_SEC,
+    SHOPPING_WAIT_MAX_SEC,
+    SHOPPING_WAIT_MIN_SEC,
+)
 
 PRODUCT_ID_MIN = 1
 PRODUCT_ID_MAX = 300  # the seed catalogue: ids 1..300
 PRODUCT_PAGE_SIZE = 20
 ORDER_QUANTITY_MAX = 5
 
-BROWSING_WAIT_MIN_SEC = 0.5
-BROWSING_WAIT_MAX_SEC = 2.0
-# The lab limits each signed-in user to 100 requests per 60 s. A shopper sends 1.6 requests
-# per task on average and waits 2 s on average: about 50 requests/min, well under.
-SHOPPING_WAIT_MIN_SEC = 1.0
-SHOPPING_WAIT_MAX_SEC = 3.0
 REQUEST_TIMEOUT_SEC = 10.0
 
 DEFAULT_MAX_RUN_SEC = 900.0

@@ -25,6 +25,7 @@ from chaos.runner import (
 )
 from gameday.checks import history as hc
 from gameday.history import Mark
+from gameday.load import LOCUST_PROBE_PREFIX
 from gameday.scenario import Scenario
 from gameday.target import LoadBalancer, Target
 from gameday.verdict import Verdict, failed
@@ -192,7 +193,8 @@ def fault_lasts(scenario: Scenario, seconds: float) -> None:
 # -- judging -------------------------------------------------------------------------------
 
 
-def _judge(scenario: Scenario, verdict: Verdict) -> None:
+def judge(scenario: Scenario, verdict: Verdict) -> None:
+    """Keep the verdict for the report and assert on it (an aborted fault fails it)."""
     aborts = [e for e in scenario.history().fault_events if e.phase == "abort"]
     if aborts:
         # The deployment broke worse than the scenario allows: that is the verdict.
@@ -237,17 +239,17 @@ def writes_recover(scenario: Scenario, seconds: float) -> None:
     writers = [p for p in WRITE_PROBES if p in scenario.probes]
     assert writers, "no writer runs in this scenario (start one with a Given step)"
     for probe in writers:
-        _judge(scenario, _await_recovery(scenario, probe, seconds))
+        judge(scenario, _await_recovery(scenario, probe, seconds))
 
 
 @then(parsers.parse('"{path}" answers again within {seconds:g} seconds'))
 def path_recovers(scenario: Scenario, path: str, seconds: float) -> None:
-    _judge(scenario, _await_recovery(scenario, f"GET {path}", seconds))
+    judge(scenario, _await_recovery(scenario, f"GET {path}", seconds))
 
 
 @then(parsers.parse("the cache accepts writes again within {seconds:g} seconds"))
 def cache_recovers(scenario: Scenario, seconds: float) -> None:
-    _judge(scenario, _await_recovery(scenario, "cache", seconds))
+    judge(scenario, _await_recovery(scenario, "cache", seconds))
 
 
 @then("no acknowledged write is lost")
@@ -256,7 +258,7 @@ def no_write_lost(scenario: Scenario) -> None:
     assert writers, "no writer runs in this scenario (start one with a Given step)"
     for probe in writers:
         scenario.probe(probe).read_back()  # type: ignore[attr-defined]
-        _judge(scenario, hc.lost_writes_in(scenario.history(), probe))
+        judge(scenario, hc.lost_writes_in(scenario.history(), probe))
 
 
 @then(parsers.parse("the cache lost at most {seconds:g} second of acknowledged writes"))
@@ -266,7 +268,7 @@ def cache_loss_bounded(scenario: Scenario, seconds: float) -> None:
     probe.read_back()  # type: ignore[attr-defined]
     rate = probe.rate  # type: ignore[attr-defined]
     verdict = hc.lost_writes_in(scenario.history(), "cache", max_lost=int(rate * seconds))
-    _judge(scenario, verdict)
+    judge(scenario, verdict)
 
 
 @then(parsers.parse('"{path}" answered at least {percent:g}% of requests during the fault'))
@@ -276,7 +278,17 @@ def available_during_fault(scenario: Scenario, path: str, percent: float) -> Non
     verdict = hc.availability(
         scenario.samples(f"GET {path}"), window=window, min_ratio=percent / 100
     )
-    _judge(scenario, verdict)
+    judge(scenario, verdict)
+
+
+@then(parsers.parse("at least {percent:g}% of the users' requests succeeded during the fault"))
+def users_served_during_fault(scenario: Scenario, percent: float) -> None:
+    window = scenario.fault_window()
+    assert window is not None, "no fault was injected in this scenario"
+    users = scenario.probe("locust")  # a clear error if no users run in this scenario
+    users.settle()  # type: ignore[attr-defined]
+    samples = [s for s in scenario.history().samples() if s.probe.startswith(LOCUST_PROBE_PREFIX)]
+    judge(scenario, hc.availability(samples, window=window, min_ratio=percent / 100))
 
 
 @then(
@@ -293,4 +305,4 @@ def traffic_moves(scenario: Scenario, load_balancer: LoadBalancer, server: str) 
         scenario.samples(probe), window=window, survivor=server,
         within_sec=load_balancer.detection_sec,
     )  # fmt: skip
-    _judge(scenario, verdict)
+    judge(scenario, verdict)
