@@ -81,10 +81,10 @@ def rotation_sample(target: Target, requests: int) -> tuple[Counter[str], list[H
     return seen, answers
 
 
-def lb_backend_states(lb: LoadBalancer) -> dict[str, str]:
-    """server -> status ("UP", "DOWN", "MAINT", "no check"...) as the load balancer reports."""
+def _lb_stats(lb: LoadBalancer) -> list[dict[str, str]]:
+    """HAProxy's statistics CSV, one dict per proxy row."""
     if lb.kind != "haproxy":
-        raise NotImplementedError(f"reading backends of a {lb.kind} load balancer")
+        raise NotImplementedError(f"reading the statistics of a {lb.kind} load balancer")
     if lb.stats_url:
         resp = httpx.get(lb.stats_url.rstrip("/") + ";csv", timeout=2.0)
         resp.raise_for_status()
@@ -93,12 +93,28 @@ def lb_backend_states(lb: LoadBalancer) -> dict[str, str]:
         text = _haproxy_socket(lb.stats_socket, "show stat")
     else:
         raise ValueError("load_balancer needs stats_url or stats_socket")
-    rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
+    return list(csv.DictReader(io.StringIO(text.lstrip("# "))))
+
+
+def lb_backend_states(lb: LoadBalancer) -> dict[str, str]:
+    """server -> status ("UP", "DOWN", "MAINT", "no check"...) as the load balancer reports."""
     return {
         r["svname"]: r["status"]
-        for r in rows
+        for r in _lb_stats(lb)
         if r["pxname"] == lb.backend and r["svname"] not in ("FRONTEND", "BACKEND")
     }
+
+
+def lb_requests_total(lb: LoadBalancer) -> int:
+    """HTTP requests the load balancer's backend has handled since it started (req_tot).
+
+    The difference of two readings counts the requests of a window as the load balancer saw
+    them: a third count beside locust's statistics and its per-request records.
+    """
+    for r in _lb_stats(lb):
+        if r["pxname"] == lb.backend and r["svname"] == "BACKEND":
+            return int(r["req_tot"] or 0)
+    raise LookupError(f"the load balancer has no backend {lb.backend!r}")
 
 
 def _haproxy_socket(path: str, command: str) -> str:

@@ -146,15 +146,15 @@ class LocustPlan:
             *("-u", str(self.users), "-r", f"{self.spawn_rate:g}"),
             *("-t", f"{self.run_time_sec}s", "--stop-timeout", str(STOP_TIMEOUT_SEC)),
             *("--json-file", str(self.stats_file.with_suffix(""))),
-            *self.user_classes,
         ]
         if not self.workers:
-            return [main]
+            return [main + list(self.user_classes)]
         main += [
             *("--master", "--master-bind-host", "127.0.0.1"),
             *("--master-bind-port", str(master_port)),
             *("--expect-workers", str(self.workers)),
             *("--expect-workers-max-wait", str(WORKERS_CONNECT_SEC)),
+            *self.user_classes,
         ]
         worker = [
             *base,
