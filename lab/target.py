@@ -10,6 +10,10 @@ from lab.configs import CHECK_FALL, CHECK_INTER_MS
 from lab.layout import REDIS_MASTER_NAME, SERVERS, LabLayout
 
 
+LAB_MAX_USERS = 200
+LAB_MAX_RPS = 1000
+
+
 def render_target(layout: LabLayout) -> str:
     servers = "".join(
         f"  - name: {s.name}\n    zone: {s.zone}\n"
@@ -55,4 +59,8 @@ cache:
     appendfsync: everysec
     rdb: true
 servers:
-{servers}"""
+{servers}# The most load the harness may put on the lab (a few processes sharing this machine's cores).
+load:
+  max_users: {LAB_MAX_USERS}
+  max_rps: {LAB_MAX_RPS}
+"""

@@ -158,9 +158,9 @@ def test_a_load_past_the_target_cap_is_refused_before_locust_starts(
     running_lab: LabLayout, tmp_path: Path
 ) -> None:
     capped = tmp_path / "lab-capped.yaml"
-    capped.write_text(
-        (ROOT / "targets" / "lab.yaml").read_text() + "load:\n  max_users: 10\n  max_rps: 500\n"
-    )
+    lab_yaml = (ROOT / "targets" / "lab.yaml").read_text()
+    assert "max_users: 200\n" in lab_yaml
+    capped.write_text(lab_yaml.replace("max_users: 200\n", "max_users: 10\n"))
     proc = pytest_run(
         "features/load/users_during_faults.feature", "--target", str(capped),
         env={"GAMEDAY_STATE_DIR": str(tmp_path / "state")},
