@@ -46,6 +46,9 @@ MONITOR_SETTINGS = {
 SENTINEL_FAILOVER_TIMEOUT_MS = 10000
 
 
+STATIC_PATH = "/lb/static"
+
+
 def haproxy_cfg(layout: LabLayout) -> str:
     servers = "\n".join(
         f"    server {s.name} 127.0.0.1:{layout.backend_port(s)} check" for s in SERVERS
@@ -72,6 +75,9 @@ defaults
 
 frontend web
     bind 127.0.0.1:{layout.http_port}
+    # Answered by HAProxy itself, never a backend: the ceiling of a load generator's rate
+    # (bench/locust_vs_wrk.py), with no application cost in the way.
+    http-request return status 200 content-type text/plain string "static" if {{ path {STATIC_PATH} }}
     default_backend servers
 
 backend servers

@@ -199,3 +199,29 @@ def test_failure_ratio_of_a_load() -> None:
     bad = bl.failure_ratio_at_most(result(10, requests=200, failures=3), 0.01)
     assert not bad.ok and bad.message.startswith("3 of 200 requests failed (1.50 %, max 1 %)")
     assert not bl.failure_ratio_at_most(result(10, requests=0), 0.5).ok
+
+
+# -- the records locust writes -------------------------------------------------------------
+
+
+class _Answer:
+    status_code = 503
+    headers = {"X-Served-By": 'server2/az-b "x"'}
+
+
+def test_record_lines_are_json_with_every_field() -> None:
+    from loadtests.records import record_line
+
+    line = record_line("POST", 'place "order"', 12.3456, _Answer(), None, 1_000_000.25)
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert json.loads(line) == {
+        "t": 1_000_000.25, "name": 'place "order"', "method": "POST", "status": 503,
+        "duration_ms": 12.346, "error": None, "served_by": 'server2/az-b "x"',
+    }  # fmt: skip
+    refused = json.loads(
+        record_line("GET", "health", None, None, ConnectionRefusedError(111, "refused\n"))
+    )
+    assert refused["status"] is None and refused["served_by"] is None
+    assert refused["error"] == "[Errno 111] refused\n" and refused["duration_ms"] == 0.0
+    # The same record read into the history: a refused request, failed.
+    assert load.sample_of(refused, 0, CLOCK).error == "refused"
