@@ -345,6 +345,9 @@ class HistoryWriter:
     in the order `append` was called. The file must not exist yet: a run never writes into
     another run's history. With `fsync=True` each record is also forced to the disk (survives
     a power loss, not only a killed process), at the cost of a disk sync per record.
+
+    The records appended are also kept in memory, in order, so the run's own steps can judge
+    what happened so far (`records`) without parsing the file again on every poll.
     """
 
     def __init__(
@@ -354,6 +357,7 @@ class HistoryWriter:
         self.header = header
         self._fsync = fsync
         self._lock = threading.Lock()
+        self._kept: list[Record] = []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "xb")  # noqa: SIM115 (closed by close())
         self._write(_line(header))
@@ -370,6 +374,15 @@ class HistoryWriter:
             if self._file.closed:
                 raise ValueError(f"history {self.path} is closed")
             self._write(line)
+            self._kept.append(record)
+
+    def records(self, start: int = 0) -> tuple[Record, ...]:
+        """The records appended so far, from the `start`-th on (in the order of the file)."""
+        with self._lock:
+            return tuple(self._kept[start:])
+
+    def __len__(self) -> int:
+        return len(self._kept)
 
     @property
     def closed(self) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gameday.history import FaultEvent, History, Sample, read_history
+from gameday.history import FaultEvent, History, Sample
 from gameday.run import Run
 from gameday.verdict import Verdict
 
@@ -40,6 +40,8 @@ class Scenario:
     #: idempotency keys, cache keys) so two scenarios never share a write.
     key: str = ""
     probes: dict[str, Probe] = field(default_factory=dict)
+    #: how many records the run's history held when the scenario began
+    first_record: int = 0
 
     @classmethod
     def begin(
@@ -48,7 +50,7 @@ class Scenario:
         run.scenarios_begun += 1
         scenario = cls(
             run, nodeid, title, dry_run, say, started=run.clock.now(),
-            key=f"{run.run_id}-s{run.scenarios_begun}",
+            key=f"{run.run_id}-s{run.scenarios_begun}", first_record=len(run.writer),
         )  # fmt: skip
         run.mark("scenario-start", scenario=nodeid, title=title)
         return scenario
@@ -77,11 +79,14 @@ class Scenario:
 
     # -- what happened -------------------------------------------------------------------
     def history(self) -> History:
-        """The run's history so far, limited to this scenario's records."""
-        full = read_history(self.run.folder / "history.jsonl")
+        """The run's history so far, limited to this scenario's records.
+
+        From the writer's memory, not the file: recovery polling asks several times a second,
+        and with locust users in the background a run's file grows by thousands of lines.
+        """
         since = self.started
-        records = tuple(r for r in full.records if _time_of(r) >= since)
-        return History(full.header, records)
+        records = self.run.writer.records(self.first_record)
+        return History(self.run.writer.header, tuple(r for r in records if _time_of(r) >= since))
 
     def samples(self, probe: str) -> list[Sample]:
         return list(self.history().samples(probe))

@@ -177,6 +177,9 @@ def test_threads_append_whole_lines_in_their_own_order(tmp_path: Path) -> None:
             t.join()
     history = read_history(path)
     assert len(history.records) == threads_n * per_thread
+    # What the writer kept in memory is the file, record for record, in the file's order.
+    assert writer.records() == history.records
+    assert writer.records(len(writer) - 3) == history.records[-3:]
     assert history.probes == [f"p{i}" for i in range(threads_n)]
     for name in history.probes:
         in_file_order = [
