@@ -33,12 +33,12 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-# _failure_kind is the checks' own wording of a failure ("timeout", "http 503"): the page
-# must count failures by the same kinds that verdict messages name.
+# failure_kind is the checks' own wording of a failure ("timeout", "http 503"): the page
+# counts failures by the same kinds that verdict messages name.
 from gameday.checks.history import (
     PHASES,
     Window,
-    _failure_kind,
+    failure_kind,
     latency_percentiles,
     nearest_rank,
     phase_of,
@@ -580,6 +580,9 @@ def _phase_table(samples: Sequence[Sample], window: Window | None, start: float)
     # Without a fault every sample is "before" an infinitely late window: one row.
     judged = window if window is not None else (math.inf, math.inf)
     latency = latency_percentiles(samples, window=judged)
+    # Write probes (ledger rows, cache keys) have no serving server: say nothing, not
+    # "(unknown)", which reads as a server the target does not list.
+    has_servers = any(s.server for s in samples)
     servers = servers_by_phase(samples, window=judged)
     failed = Counter(phase_of(s.sent, judged) for s in samples if not s.ok)
     total = Counter(phase_of(s.sent, judged) for s in samples)
@@ -599,7 +602,7 @@ def _phase_table(samples: Sequence[Sample], window: Window | None, start: float)
             f"<tr><td>{name}</td><td>{span}</td><td class=n>{total[phase]}</td>"
             f"<td class=n>{failed[phase]}</td>"
             + "".join(f"<td class=n>{c}</td>" for c in cells)
-            + f"<td>{_servers(servers[phase])}</td></tr>"
+            + f"<td>{_servers(servers[phase]) if has_servers else '—'}</td></tr>"
         )
     head = (
         "<tr><th>phase</th><th>sent</th><th>samples</th><th>failed</th><th>p50</th>"
@@ -610,7 +613,7 @@ def _phase_table(samples: Sequence[Sample], window: Window | None, start: float)
 
 def _counts_line(samples: Sequence[Sample], windows: Sequence[_FaultWindow]) -> str:
     ok = sum(1 for s in samples if s.ok)
-    kinds = Counter(_failure_kind(s) for s in samples if not s.ok)
+    kinds = Counter(failure_kind(s) for s in samples if not s.ok)
     parts = [f'<span class="swatch dot" style="background:{OK_COLOR}"></span>ok {ok}']
     if kinds:
         by_kind = ", ".join(

@@ -77,7 +77,7 @@ frontend web
     bind 127.0.0.1:{layout.http_port}
     # Answered by HAProxy itself, never a backend: the ceiling of a load generator's rate
     # (bench/locust_vs_wrk.py), with no application cost in the way.
-    http-request return status 200 content-type text/plain string "static" if {{ path {STATIC_PATH} }}
+    http-request return status 200 content-type text/plain string static if {{ path {STATIC_PATH} }}
     default_backend servers
 
 backend servers

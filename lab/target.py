@@ -9,7 +9,6 @@ from __future__ import annotations
 from lab.configs import CHECK_FALL, CHECK_INTER_MS
 from lab.layout import REDIS_MASTER_NAME, SERVERS, LabLayout
 
-
 LAB_MAX_USERS = 200
 LAB_MAX_RPS = 1000
 
@@ -59,7 +58,7 @@ cache:
     appendfsync: everysec
     rdb: true
 servers:
-{servers}# The most load the harness may put on the lab (a few processes sharing this machine's cores).
+{servers}# The most load the harness may put on the lab (a few processes sharing its cores).
 load:
   max_users: {LAB_MAX_USERS}
   max_rps: {LAB_MAX_RPS}

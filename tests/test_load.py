@@ -205,8 +205,9 @@ def test_failure_ratio_of_a_load() -> None:
 
 
 class _Answer:
-    status_code = 503
-    headers = {"X-Served-By": 'server2/az-b "x"'}
+    def __init__(self) -> None:
+        self.status_code = 503
+        self.headers = {"X-Served-By": 'server2/az-b "x"'}
 
 
 def test_record_lines_are_json_with_every_field() -> None:

@@ -76,7 +76,8 @@ def _probe_name(samples: Sequence[Sample]) -> str:
     return "+".join(names) if names else "probe"
 
 
-def _failure_kind(s: Sample) -> str:
+def failure_kind(s: Sample) -> str:
+    """A failure in the words verdicts use: "http 503", "timeout", "refused"..."""
     if s.error in (None, "http") and s.status is not None:
         return f"http {s.status}"
     return s.error or "unknown"
@@ -130,7 +131,7 @@ def availability(samples: Iterable[Sample], *, window: Window | None, min_ratio:
         )
     bad = [s for s in inside if not s.ok]
     ratio = (len(inside) - len(bad)) / len(inside)
-    kinds = Counter(_failure_kind(s) for s in bad)
+    kinds = Counter(failure_kind(s) for s in bad)
     failures = f"{len(bad)} failed ({_counts(kinds)})" if bad else "none failed"
     message = (
         f"{probe}: {_pct(ratio, min_ratio)} of {len(inside)} requests succeeded {where} "
