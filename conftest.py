@@ -7,4 +7,5 @@ pytest_plugins = [
     "steps.data",
     "steps.load",
     "steps.faults",
+    "steps.aws",
 ]
