@@ -6,13 +6,23 @@ Credentials are fake and the region fixed.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gameday.target import Target, load_target
-from tests.aws.moto_account import FAKE_ENV, Account, build_account, target_dict, write_target
+from tests.aws.moto_account import (
+    FAKE_ENV,
+    ZONE_A,
+    ZONE_C,
+    Account,
+    build_account,
+    target_dict,
+    write_target,
+)
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +77,40 @@ def _fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
     from chaos.aws.session import AwsFault
 
     monkeypatch.setattr(AwsFault, "poll_sec", 0.05)
+
+
+@pytest.fixture
+def rds_fails_over(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """moto's RDS reboot changes nothing; make it behave like a Multi-AZ failover: `rebooting`
+    for 0.3 s, then `available` in the other zone, with AWS's two failover events. moto's
+    server runs in this process, so its backend is patched here."""
+    from moto.rds import models
+
+    events = {
+        "TEST_FAILOVER_STARTED": {"Categories": ["failover"],
+                                  "Message": "Multi-AZ instance failover started."},
+        "TEST_FAILOVER_COMPLETED": {"Categories": ["failover"],
+                                    "Message": "Multi-AZ instance failover completed."},
+    }  # fmt: skip
+    for key, value in events.items():
+        monkeypatch.setitem(models.Event.EVENT_MAP, key, value)
+    timers: list[threading.Timer] = []
+
+    def reboot(self: Any, db_instance_identifier: str) -> Any:
+        db = self.describe_db_instances(db_instance_identifier)[0]
+        db.status = "rebooting"
+        db.add_event("TEST_FAILOVER_STARTED")
+
+        def done() -> None:
+            db.availability_zone = ZONE_C if db.availability_zone == ZONE_A else ZONE_A
+            db.status = "available"
+            db.add_event("TEST_FAILOVER_COMPLETED")
+
+        timers.append(threading.Timer(0.3, done))
+        timers[-1].start()
+        return db
+
+    monkeypatch.setattr(models.RDSBackend, "reboot_db_instance", reboot)
+    yield
+    for timer in timers:
+        timer.cancel()

@@ -9,8 +9,6 @@ ElastiCache `test_failover` (that client is a botocore Stubber).
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -162,43 +160,6 @@ def test_dry_run_stops_nothing(account: Account, aws_target: Target) -> None:
 
 
 # -- RDS -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def rds_fails_over(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """moto's RDS reboot changes nothing; make it behave like a Multi-AZ failover: `rebooting`
-    for 0.3 s, then `available` in the other zone, with AWS's two failover events. moto's
-    server runs in this process, so its backend is patched here."""
-    from moto.rds import models
-
-    events = {
-        "TEST_FAILOVER_STARTED": {"Categories": ["failover"],
-                                  "Message": "Multi-AZ instance failover started."},
-        "TEST_FAILOVER_COMPLETED": {"Categories": ["failover"],
-                                    "Message": "Multi-AZ instance failover completed."},
-    }  # fmt: skip
-    for key, value in events.items():
-        monkeypatch.setitem(models.Event.EVENT_MAP, key, value)
-    timers: list[threading.Timer] = []
-
-    def reboot(self: Any, db_instance_identifier: str) -> Any:
-        db = self.describe_db_instances(db_instance_identifier)[0]
-        db.status = "rebooting"
-        db.add_event("TEST_FAILOVER_STARTED")
-
-        def done() -> None:
-            db.availability_zone = ZONE_C if db.availability_zone == ZONE_A else ZONE_A
-            db.status = "available"
-            db.add_event("TEST_FAILOVER_COMPLETED")
-
-        timers.append(threading.Timer(0.3, done))
-        timers[-1].start()
-        return db
-
-    monkeypatch.setattr(models.RDSBackend, "reboot_db_instance", reboot)
-    yield
-    for timer in timers:
-        timer.cancel()
 
 
 @pytest.mark.usefixtures("rds_fails_over")
