@@ -32,6 +32,7 @@ class AwsFault(Fault):
     def __init__(self, target: Target, params: dict[str, str]) -> None:
         super().__init__(target, params)
         self._account_checked = False
+        self._clients: dict[str, Any] = {}
 
     @property
     def aws(self) -> Aws:
@@ -43,7 +44,10 @@ class AwsFault(Fault):
         return self.target.aws
 
     def client(self, service: str) -> Any:
-        return aws_api.client(self.aws, service)
+        """A client of this fault's own, made on first use (a poll loop reuses it)."""
+        if service not in self._clients:
+            self._clients[service] = aws_api.client(self.aws, service)
+        return self._clients[service]
 
     def guard(self) -> None:
         """Refuse unless the credentials in use belong to the target's account."""

@@ -21,6 +21,7 @@ from gameday.target import Target, load_target
 REGION = "ap-northeast-2"
 ZONE_A, ZONE_C = f"{REGION}a", f"{REGION}c"
 MOTO_ACCOUNT = "123456789012"
+MOTO_AMI = "ami-03cf127a"
 BACKUP_BUCKET = "cloudmart-backup"
 BACKUP_PREFIX = "server1/"
 ALARMS = ["InstanceDown", "PostgreSQLDown", "RedisDown"]
@@ -51,8 +52,13 @@ class Account:
     db: str = "cloudmart-db"
     cache: str = "cloudmart-redis"
 
+    clients: dict[str, Any] = field(default_factory=dict, repr=False)
+
     def client(self, service: str) -> Any:
-        return boto3.client(service, region_name=REGION, endpoint_url=self.url)
+        # Made once per account: creating a boto3 client costs tens of milliseconds.
+        if service not in self.clients:
+            self.clients[service] = boto3.client(service, region_name=REGION, endpoint_url=self.url)
+        return self.clients[service]
 
 
 def build_account(url: str) -> Account:
@@ -108,7 +114,8 @@ def build_account(url: str) -> Account:
         )  # fmt: skip
 
     # Backends: an ASG of 2 over the private subnets, behind an ALB target group.
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    # One of moto's built-in AMIs (asking DescribeImages for one costs a second per test).
+    image = MOTO_AMI
     ec2.create_launch_template(
         LaunchTemplateName="cloudmart-backend",
         LaunchTemplateData={"ImageId": image, "InstanceType": "t3.micro",
