@@ -318,3 +318,39 @@ def test_zone_outage_takes_every_part_down_and_heals_each(
         account.nats[ZONE_A]
     ]
     assert journal.pending() == []
+
+
+# -- Aurora: moto implements failover_db_cluster, so this one runs on moto as it is ----------
+
+
+def test_aurora_failover_moves_the_writer(account: Account, tmp_path: Path) -> None:
+    rds = account.client("rds")
+    rds.create_db_cluster(
+        DBClusterIdentifier="cloudmart-aurora", Engine="aurora-postgresql",
+        MasterUsername="cloudmart", MasterUserPassword="not-a-secret-3",
+    )  # fmt: skip
+    for n in (1, 2):
+        rds.create_db_instance(
+            DBInstanceIdentifier=f"cloudmart-aurora-{n}", DBClusterIdentifier="cloudmart-aurora",
+            Engine="aurora-postgresql", DBInstanceClass="db.t3.medium",
+        )  # fmt: skip
+
+    def writer() -> str:
+        members = rds.describe_db_clusters(DBClusterIdentifier="cloudmart-aurora")["DBClusters"][0][
+            "DBClusterMembers"
+        ]
+        return next(m["DBInstanceIdentifier"] for m in members if m["IsClusterWriter"])
+
+    data = target_dict(account)
+    data["aws"]["database"] = {"aurora_cluster_id": "cloudmart-aurora"}
+    target = write_target(tmp_path / "t.yaml", data)
+    before = writer()
+    fault = DatabaseFailover(target, {})
+    assert fault.describe() == "fail over the Aurora cluster cloudmart-aurora to another instance"
+    fault.preflight()
+    fault.inject()
+    assert writer() != before
+    assert fault.undo_params() == {"writer_before": before}
+    assert fault.observations[0].detail == {"from": before, "to": writer()}
+    fault.heal()
+    assert not fault.in_effect()

@@ -70,3 +70,17 @@ def test_a_broken_aws_section_is_one_line_naming_file_and_field(
     assert message.split(": ", 1)[0].endswith("x.yaml")
     assert message.split(": ", 1)[1].startswith(expected), message
     assert "\n" not in message
+
+
+def test_gameday_target_check_shows_the_aws_section(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gameday.cli import main
+
+    monkeypatch.setenv("CLOUDMART_DB_PASSWORD", "x")
+    monkeypatch.setenv("CLOUDMART_REDIS_AUTH_TOKEN", "y")
+    assert main(["target", "check", str(EXAMPLE)]) == 0
+    assert (
+        "  aws: account 111122223333, region ap-northeast-2; "
+        "zones: ap-northeast-2a, ap-northeast-2c"
+    ) in capsys.readouterr().out.splitlines()
