@@ -61,17 +61,24 @@ class ZoneOutage(AwsFault):
         if zone.nat_gateway_id:
             parts.append("nat")
         parts.append("ec2")
-        db = self.aws.database
-        if db is not None and db.instance_id:
-            primary_zone = DatabaseFailover(self.target, {})._instance().get("AvailabilityZone")
-            if primary_zone == zone_name:
-                parts.append("rds")
+        if self.aws.database is not None and self._database_zone() == zone_name:
+            parts.append("rds")
         if self.aws.cache is not None:
             group = CacheFailover(self.target, {})._group()
             primary = primary_of(group, self.aws.cache.node_group_id) or {}
             if primary.get("PreferredAvailabilityZone") == zone_name:
                 parts.append("cache")
         return parts
+
+    def _database_zone(self) -> str:
+        """The zone of the RDS primary, or of the Aurora cluster's writer."""
+        rds = DatabaseFailover(self.target, {})
+        db = self.aws.database
+        if db is not None and db.aurora_cluster_id:
+            writer = rds._writer(rds._cluster())
+            found = rds.client("rds").describe_db_instances(DBInstanceIdentifier=writer)
+            return str(found["DBInstances"][0].get("AvailabilityZone", ""))
+        return str(rds._instance().get("AvailabilityZone", ""))
 
     def describe(self) -> str:
         zone = self.params.get("zone", "?")

@@ -26,7 +26,7 @@ from chaos.base import FaultError, FaultRefused, fault_class
 from chaos.journal import Journal
 from chaos.runner import inject
 from gameday.clock import Clock
-from gameday.target import Target
+from gameday.target import Target, load_target
 from tests.aws.moto_account import ZONE_A, ZONE_C, Account, target_dict, write_target
 
 pytestmark = [pytest.mark.aws, pytest.mark.usefixtures("journal_dir")]
@@ -354,3 +354,27 @@ def test_aurora_failover_moves_the_writer(account: Account, tmp_path: Path) -> N
     assert fault.observations[0].detail == {"from": before, "to": writer()}
     fault.heal()
     assert not fault.in_effect()
+
+
+def test_zone_outage_leaves_out_a_primary_in_another_zone(
+    account: Account, aws_target: Target
+) -> None:
+    fault = ZoneOutage(aws_target, {"zone": "c"})
+    fault.preflight()
+    assert fault.describe() == "take zone c down: nat, ec2"
+    fault.inject()
+    assert states(account) == {ZONE_A: "running", ZONE_C: "stopped"}
+    assert rds_state(account) == ("available", ZONE_A)  # the primary was not in zone c
+    fault.heal()
+    assert states(account) == {ZONE_A: "running", ZONE_C: "running"}
+
+
+def test_a_target_without_aws_section_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "plain.yaml"
+    path.write_text("name: p\nprovider: aws\nentrypoint:\n  url: http://127.0.0.1:9\n")
+    target = load_target(str(path))
+    for fault in (DisableNat(target, {"zone": "a"}), StopServer(target, {"zone": "a"}),
+                  DatabaseFailover(target, {}), CacheFailover(target, {})):  # fmt: skip
+        with pytest.raises(FaultRefused) as err:
+            fault.preflight()
+        assert str(err.value).endswith("plain.yaml: aws: required but missing")
