@@ -15,8 +15,7 @@ GONE = ("shutting-down", "terminated")
 
 def instances_of_zone(fault: AwsFault, zone_name: str) -> list[str]:
     """The backends of a zone: declared ids, else the ASG's instances there, else by tag."""
-    _, zone = fault.zone(zone_name)
-    full = fault.zone(zone_name)[0]
+    full, zone = fault.zone(zone_name)
     if zone.instance_ids:
         return sorted(zone.instance_ids)
     aws = fault.aws

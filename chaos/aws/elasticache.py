@@ -52,6 +52,12 @@ class CacheFailover(AwsFault):
         found = self.client("elasticache").describe_replication_groups(ReplicationGroupId=group_id)
         return dict(found["ReplicationGroups"][0])
 
+    def primary_zone(self) -> str:
+        """The zone of the node group's primary ("" if it has none)."""
+        _, node_group = self._ids()
+        primary = primary_of(self._group(), node_group) or {}
+        return str(primary.get("PreferredAvailabilityZone", ""))
+
     def describe(self) -> str:
         try:
             group, node_group = self._ids()

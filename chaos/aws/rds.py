@@ -85,6 +85,15 @@ class DatabaseFailover(AwsFault):
         members = cluster.get("DBClusterMembers", [])
         return next((m["DBInstanceIdentifier"] for m in members if m.get("IsClusterWriter")), "")
 
+    def primary_zone(self) -> str:
+        """The zone of the RDS primary, or of the Aurora cluster's writer instance."""
+        _, cluster = self._db()
+        if cluster:
+            writer = self._writer(self._cluster())
+            found = self.client("rds").describe_db_instances(DBInstanceIdentifier=writer)
+            return str(found["DBInstances"][0].get("AvailabilityZone", ""))
+        return str(self._instance().get("AvailabilityZone", ""))
+
     # -- the protocol ------------------------------------------------------------------------
 
     def preflight(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chaos.aws.ec2 import StopServer
-from chaos.aws.elasticache import CacheFailover, primary_of
+from chaos.aws.elasticache import CacheFailover
 from chaos.aws.nat import DisableNat
 from chaos.aws.rds import DatabaseFailover
 from chaos.aws.session import AwsFault, split_ids
@@ -61,24 +61,13 @@ class ZoneOutage(AwsFault):
         if zone.nat_gateway_id:
             parts.append("nat")
         parts.append("ec2")
-        if self.aws.database is not None and self._database_zone() == zone_name:
+        # A primary in another zone is not touched: the outage does not reach it.
+        db, cache = self.aws.database, self.aws.cache
+        if db is not None and DatabaseFailover(self.target, {}).primary_zone() == zone_name:
             parts.append("rds")
-        if self.aws.cache is not None:
-            group = CacheFailover(self.target, {})._group()
-            primary = primary_of(group, self.aws.cache.node_group_id) or {}
-            if primary.get("PreferredAvailabilityZone") == zone_name:
-                parts.append("cache")
+        if cache is not None and CacheFailover(self.target, {}).primary_zone() == zone_name:
+            parts.append("cache")
         return parts
-
-    def _database_zone(self) -> str:
-        """The zone of the RDS primary, or of the Aurora cluster's writer."""
-        rds = DatabaseFailover(self.target, {})
-        db = self.aws.database
-        if db is not None and db.aurora_cluster_id:
-            writer = rds._writer(rds._cluster())
-            found = rds.client("rds").describe_db_instances(DBInstanceIdentifier=writer)
-            return str(found["DBInstances"][0].get("AvailabilityZone", ""))
-        return str(rds._instance().get("AvailabilityZone", ""))
 
     def describe(self) -> str:
         zone = self.params.get("zone", "?")
