@@ -187,6 +187,21 @@ def zone_servers_stop(
     _inject(scenario, faults, target, "stop-server", error_budgets, zone=zone, mode="graceful")
 
 
+@when(
+    parsers.parse(
+        'the instances of zone "{zone}" are stopped and the auto scaling group replaces them'
+    )
+)
+def zone_servers_replaced(
+    scenario: Scenario,
+    faults: FaultSession,
+    target: Target,
+    error_budgets: dict[str, int],
+    zone: str,
+) -> None:
+    _inject(scenario, faults, target, "stop-server", error_budgets, zone=zone, replace="asg")
+
+
 @when(parsers.parse('zone "{zone}" goes down'))
 @when(parsers.parse('availability zone "{zone}" loses power'))
 def zone_goes_down(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from chaos.aws.session import AwsFault, split_ids
-from chaos.base import FaultError, FaultRefused, register
+from chaos.base import FaultError, FaultRefused, Observation, register
 from gameday.aws import error_code
 
 STOP_TIMEOUT_SEC = 300.0
 START_TIMEOUT_SEC = 300.0
+# An ASG notices a stopped instance at its next health check (EC2 status checks: minutes) and
+# then launches a replacement; 15 minutes bounds the wait for capacity to come back.
+REPLACE_TIMEOUT_SEC = 900.0
 GONE = ("shutting-down", "terminated")
 
 
@@ -74,7 +78,10 @@ class StopServer(AwsFault):
 
     Parameters: `zone` (a name in `aws.zones` or its letter), or `server` (a target server:
     `aws.server_instances` names its instance; otherwise every backend of its zone stops), and
-    `mode`: `graceful` (a normal stop) or `kill` (a forced stop, as a host losing power). The
+    `mode`: `graceful` (a normal stop) or `kill` (a forced stop, as a host losing power), and
+    optionally `replace: asg`: inject then waits (at most `timeout_sec`, default 900) until
+    the auto scaling group has as many in-service instances as before, not counting the
+    stopped ones, and records how long capacity took to return. The
     instance ids are written to the undo journal before anything stops; preflight asks EC2
     with DryRun=True whether the stop would be allowed. Heal starts those still stopped and
     waits until they run; an instance the auto scaling group terminated meanwhile (it replaces
@@ -120,17 +127,52 @@ class StopServer(AwsFault):
         if not_running:
             shown = ", ".join(f"{i} {s}" for i, s in sorted(not_running.items()))
             raise FaultRefused(f"{self.label}: not every instance is running: {shown}")
+        if self.params.get("replace") not in (None, "asg"):
+            raise FaultRefused(f"replace must be asg, not {self.params['replace']!r}")
+        if self.params.get("replace") == "asg" and not self.aws.autoscaling_group:
+            raise FaultRefused(f"{self.label}: replace=asg needs aws.autoscaling_group")
         check_permission(self.client("ec2").stop_instances, InstanceIds=ids)
+
+    def _asg(self) -> dict[str, Any]:
+        groups = self.client("autoscaling").describe_auto_scaling_groups(
+            AutoScalingGroupNames=[self.aws.autoscaling_group]
+        )["AutoScalingGroups"]
+        return dict(groups[0])
+
+    def _serving(self, stopped: list[str]) -> list[str]:
+        """In-service, healthy instances of the ASG other than the ones this fault stopped."""
+        return [
+            i["InstanceId"] for i in self._asg()["Instances"]
+            if i["InstanceId"] not in stopped and i.get("LifecycleState") == "InService"
+            and i.get("HealthStatus", "Healthy") == "Healthy"
+        ]  # fmt: skip
 
     def inject(self) -> None:
         ids = self._selected()
         self.remember(instances=",".join(ids))
+        replace = self.params.get("replace") == "asg"
+        before = self._serving([]) if replace else []
+        started = time.monotonic()
         self.client("ec2").stop_instances(InstanceIds=ids, Force=self.params.get("mode") == "kill")
         self.wait(
             f"{', '.join(ids)} stopped",
             lambda: all(s in ("stopped", *GONE) for s in instance_states(self, ids).values()),
             STOP_TIMEOUT_SEC,
         )
+        if replace:
+            timeout = float(self.params.get("timeout_sec", REPLACE_TIMEOUT_SEC))
+            self.wait(
+                f"auto scaling group {self.aws.autoscaling_group} back to {len(before)} in-service "
+                f"instances besides {', '.join(ids)}",
+                lambda: len(self._serving(ids)) >= len(before),
+                timeout,
+            )
+            took = time.monotonic() - started
+            new = sorted(set(self._serving(ids)) - set(before))
+            self.observations.append(
+                Observation("capacity-returned", time.time(),
+                            {"after_sec": f"{took:.1f}", "replacements": ",".join(new)})
+            )  # fmt: skip
 
     def heal(self) -> None:
         ids = split_ids(self.params.get("instances", ""))

@@ -9,6 +9,8 @@ ElastiCache `test_failover` (that client is a botocore Stubber).
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -378,3 +380,51 @@ def test_a_target_without_aws_section_is_refused_in_one_line(tmp_path: Path) -> 
         with pytest.raises(FaultRefused) as err:
             fault.preflight()
         assert str(err.value).endswith("plain.yaml: aws: required but missing")
+
+
+def test_stop_with_asg_replacement_measures_the_return_of_capacity(
+    account: Account, aws_target: Target
+) -> None:
+    """moto's ASG does not replace a stopped instance by itself (no health checks run): a
+    thread plays the ASG, 0.3 s after the stop, with TerminateInstanceInAutoScalingGroup
+    without decrementing the desired capacity, which makes moto launch a replacement."""
+    asg = account.client("autoscaling")
+    stopped = account.instances[ZONE_A][0]
+
+    def replace_when_stopped() -> None:
+        ec2 = account.client("ec2")
+        for _ in range(100):
+            state = ec2.describe_instances(InstanceIds=[stopped])["Reservations"][0]
+            if state["Instances"][0]["State"]["Name"] == "stopped":
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)
+        asg.terminate_instance_in_auto_scaling_group(
+            InstanceId=stopped, ShouldDecrementDesiredCapacity=False
+        )
+
+    player = threading.Thread(target=replace_when_stopped)
+    player.start()
+    fault = StopServer(aws_target, {"zone": "a", "replace": "asg", "timeout_sec": "10"})
+    fault.preflight()
+    fault.inject()
+    player.join()
+    [returned] = fault.observations
+    assert returned.name == "capacity-returned"
+    assert 0.3 <= float(returned.detail["after_sec"]) < 10
+    group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[account.asg])
+    in_service = {i["InstanceId"] for i in group["AutoScalingGroups"][0]["Instances"]}
+    assert returned.detail["replacements"] in in_service and stopped not in in_service
+    fault.heal()  # the stopped instance was terminated by the "ASG": nothing to start
+    assert states(account)[ZONE_A] == "terminated"
+
+
+def test_stop_with_asg_replacement_fails_when_capacity_does_not_return(
+    account: Account, aws_target: Target
+) -> None:
+    fault = StopServer(aws_target, {"zone": "a", "replace": "asg", "timeout_sec": "0.5"})
+    fault.preflight()
+    with pytest.raises(FaultError, match="auto scaling group cloudmart-asg back to 2 in-service"):
+        fault.inject()
+    fault.heal()
+    assert states(account) == {ZONE_A: "running", ZONE_C: "running"}
