@@ -56,6 +56,14 @@ class WorldRule:
     to_port: int | None
     cidr: str
 
+    def shown(self) -> str:
+        """The rule in words: tcp 5432, tcp 5400-5500, all traffic."""
+        if self.protocol == "-1" or self.from_port is None:
+            return "all traffic"
+        if self.from_port == self.to_port:
+            return f"{self.protocol} {self.from_port}"
+        return f"{self.protocol} {self.from_port}-{self.to_port}"
+
     def opens(self, port: int) -> bool:
         if self.protocol == "-1" or self.from_port is None or self.to_port is None:
             return True

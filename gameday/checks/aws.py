@@ -140,8 +140,7 @@ def ports_closed_to_world(net: NetworkFacts, ports: dict[str, int]) -> Verdict:
     """No security group admits 0.0.0.0/0 (or ::/0) on the database or cache port."""
     name = "ports_closed_to_world"
     problems = [
-        f"security group {r.group_id} opens {role} port {port} to {r.cidr} "
-        f"({r.protocol} {r.from_port}-{r.to_port})"
+        f"security group {r.group_id} opens {role} port {port} to {r.cidr} ({r.shown()})"
         for role, port in ports.items()
         for r in net.world_rules
         if r.opens(port)
