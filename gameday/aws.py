@@ -10,24 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from gameday.target import Aws, Target
+from gameday.target import Aws
 
 # Short connect and read timeouts and a few standard retries: a game day must notice an API
 # that does not answer, not hang on it.
 CONNECT_TIMEOUT_SEC = 5
 READ_TIMEOUT_SEC = 30
 MAX_ATTEMPTS = 4
-
-
-class AwsNotConfigured(Exception):
-    """The target has no `aws:` section; `str()` is one line naming the file."""
-
-
-def aws_of(target: Target) -> Aws:
-    """The target's `aws:` section, or AwsNotConfigured naming the file."""
-    if target.aws is None:
-        raise AwsNotConfigured(f"{target.source or target.name}: aws: required but missing")
-    return target.aws
 
 
 def client(aws: Aws, service: str) -> Any:

@@ -428,3 +428,13 @@ def test_stop_with_asg_replacement_fails_when_capacity_does_not_return(
         fault.inject()
     fault.heal()
     assert states(account) == {ZONE_A: "running", ZONE_C: "running"}
+
+
+def test_guard_refuses_when_sts_cannot_be_asked(account: Account, tmp_path: Path) -> None:
+    data = target_dict(account)
+    data["aws"]["endpoint_url"] = "http://127.0.0.1:9"  # nothing listens there
+    target = write_target(tmp_path / "t.yaml", data)
+    with pytest.raises(FaultRefused) as err:
+        DisableNat(target, {"zone": "a"}).preflight()
+    assert "cannot tell which AWS account the credentials belong to" in str(err.value)
+    assert "\n" not in str(err.value)
