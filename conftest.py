@@ -7,4 +7,5 @@ pytest_plugins = [
     "steps.data",
     "steps.faults",  # before steps.load, which uses its judge()
     "steps.load",
+    "steps.aws",
 ]

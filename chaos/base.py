@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from gameday.target import Target
@@ -26,6 +27,17 @@ class FaultError(Exception):
 
 class FaultRefused(FaultError):
     """The fault refused before acting (unhealthy target, wrong account, missing role...)."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Something the deployment itself reported while a fault acted (AWS's own "failover
+    completed" event, the zone the primary moved to), at a wall time (POSIX seconds). The
+    steps put them into the run's history as marks, next to what the probes saw."""
+
+    name: str
+    wall: float
+    detail: dict[str, str] = field(default_factory=dict, hash=False)
 
 
 class Fault(ABC):
@@ -44,6 +56,8 @@ class Fault(ABC):
         self.params = dict(params)
         #: set by the runner: persists undo params learnt during inject (journal.update)
         self.on_remember: Callable[[dict[str, str]], None] | None = None
+        #: what the deployment reported while inject acted, for the history (may stay empty)
+        self.observations: list[Observation] = []
 
     def remember(self, **values: str) -> None:
         """Record what heal will need, durably, before the change that needs it is made."""
@@ -115,5 +129,10 @@ def registered() -> dict[tuple[str, str], type[Fault]]:
 
 def _load_builtin_faults() -> None:
     # Importing the provider modules runs their @register decorators.
+    import chaos.aws.ec2
+    import chaos.aws.elasticache
+    import chaos.aws.nat
+    import chaos.aws.rds
+    import chaos.aws.zone
     import chaos.command
     import chaos.lab  # noqa: F401

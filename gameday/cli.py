@@ -96,6 +96,12 @@ def cmd_target_check(args: argparse.Namespace) -> int:
     if target.servers:
         servers = ", ".join(f"{s.name} (zone {s.zone})" for s in target.servers)
         print(f"  servers: {servers}")
+    if target.aws is not None:
+        aws = target.aws
+        account = aws.account_id or "not set (AWS faults refuse)"
+        endpoint = f", endpoint {aws.endpoint_url}" if aws.endpoint_url else ""
+        zones = ", ".join(aws.zones) or "none declared"
+        print(f"  aws: account {account}, region {aws.region}{endpoint}; zones: {zones}")
     allowed = "allowed" if target.allow_destructive else "need --allow-destructive"
     print(f"  destructive scenarios: {allowed}")
     return 0

@@ -19,7 +19,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from gameday.secrets import redact, register_secret
 
@@ -190,6 +197,117 @@ class LabSettings(_Model):
     base_port: int = Field(default=17400, gt=1024, lt=65000)
 
 
+# -- AWS ---------------------------------------------------------------------------------------
+
+_AWS_ACCOUNT = re.compile(r"^[0-9]{12}$")
+_AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
+
+
+def _account(value: str) -> str:
+    if not _AWS_ACCOUNT.match(value):
+        raise ValueError(f"{value!r} is not a 12-digit AWS account id")
+    return value
+
+
+def _region(value: str) -> str:
+    if not _AWS_REGION.match(value):
+        raise ValueError(f"{value!r} is not an AWS region name (e.g. ap-northeast-2)")
+    return value
+
+
+def _prefixed(*prefixes: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not value.startswith(prefixes):
+            raise ValueError(f"{value!r} does not start with {' or '.join(prefixes)}")
+        return value
+
+    return AfterValidator(check)
+
+
+AwsAccountId = Annotated[str, AfterValidator(_account)]
+AwsRegion = Annotated[str, AfterValidator(_region)]
+InstanceId = Annotated[str, _prefixed("i-")]
+NatGatewayId = Annotated[str, _prefixed("nat-")]
+RouteTableId = Annotated[str, _prefixed("rtb-")]
+Arn = Annotated[str, _prefixed("arn:")]
+
+
+class AwsZone(_Model):
+    """One availability zone of the deployment: its NAT gateway and its backends."""
+
+    nat_gateway_id: NatGatewayId | None = None
+    # The private route tables whose default route must go to this zone's NAT. Empty: found
+    # by asking EC2 which route tables of the VPC send 0.0.0.0/0 to `nat_gateway_id`.
+    private_route_table_ids: list[RouteTableId] = []
+    # The zone's backends by id; empty: the ASG's instances in this zone, else the instances
+    # carrying `instance_tags` in this zone.
+    instance_ids: list[InstanceId] = []
+
+
+class AwsDatabase(_Model):
+    """The RDS instance (Multi-AZ) or the Aurora cluster behind `database`."""
+
+    instance_id: str | None = Field(default=None, min_length=1)
+    aurora_cluster_id: str | None = Field(default=None, min_length=1)
+    engine: str = "postgres"
+    # A prefix of the engine version the deployment promises ("15" matches 15.x).
+    engine_version: str | None = None
+    port: int = Field(default=5432, gt=0, lt=65536)
+    min_backup_retention_days: int = Field(default=7, ge=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AwsDatabase:
+        if (self.instance_id is None) == (self.aurora_cluster_id is None):
+            raise ValueError("give exactly one of instance_id or aurora_cluster_id")
+        return self
+
+
+class AwsCache(_Model):
+    """The ElastiCache replication group behind `cache`."""
+
+    replication_group_id: str = Field(min_length=1)
+    # The node group test_failover acts on ("0001" for a cluster-mode-disabled group).
+    node_group_id: str = "0001"
+    port: int = Field(default=6379, gt=0, lt=65536)
+
+
+class AwsBackups(_Model):
+    """Where the backup job writes, and how often: the newest object must be fresh."""
+
+    bucket: str = Field(min_length=3)
+    prefix: str = ""
+    interval_hours: float = Field(default=24.0, gt=0)
+    slack_hours: float = Field(default=1.0, ge=0)
+
+
+class Aws(_Model):
+    """For `provider: aws`: the account, the region and the resources the faults and the
+    AWS acceptance checks act on. Credentials come from boto3's usual chain (environment,
+    profile, instance role), never from this file."""
+
+    region: AwsRegion
+    # Required for destructive runs: a fault refuses unless STS says we are in this account.
+    account_id: AwsAccountId | None = None
+    profile: str | None = Field(default=None, min_length=1)
+    # LocalStack, moto's server, a VPC endpoint: every client is made against it.
+    endpoint_url: HttpUrl | None = None
+    vpc_id: str | None = Field(default=None, pattern=r"^vpc-")
+    load_balancer_arn: Arn | None = None
+    target_group_arns: list[Arn] = []
+    autoscaling_group: str | None = Field(default=None, min_length=1)
+    # Instances carrying all these tags are the backends (when neither ids nor ASG say).
+    instance_tags: dict[str, str] = {}
+    # Zone name (ap-northeast-2a) -> its NAT and backends.
+    zones: dict[str, AwsZone] = {}
+    # A target server's name -> the EC2 instance that is that server.
+    server_instances: dict[str, InstanceId] = {}
+    database: AwsDatabase | None = None
+    cache: AwsCache | None = None
+    backups: AwsBackups | None = None
+    # CloudWatch alarm names that must exist.
+    alarms: list[str] = []
+
+
 class Target(_Model):
     name: str = Field(min_length=1)
     provider: Literal["lab", "docker", "aws", "generic"]
@@ -203,6 +321,7 @@ class Target(_Model):
     app: App = App()
     load: Load = Load()
     lab: LabSettings | None = None
+    aws: Aws | None = None
     # Command faults the target declares (name -> inject/heal/check command lines...), for
     # deployments no built-in provider covers; see chaos/command.py.
     faults: dict[str, dict[str, str]] = {}

@@ -98,6 +98,10 @@ def _inject(
     if scenario.dry_run:
         pytest.skip(f"dry run: would {fault.describe()}")
     scenario.say(f"injected: {fault.describe()}")
+    # What the deployment itself reported (AWS's failover events), next to the probes' view.
+    for seen in fault.observations:
+        at = seen.wall - scenario.run.clock.wall_anchor
+        scenario.run.record(Mark(seen.name, at, {"fault": fault.label, **seen.detail}))
     since = scenario.run.clock.now()
     conditions: list[AbortCondition] = [TimeLimit(MAX_FAULT_SEC, scenario.run.clock)]
     for probe, budget in (budgets or {}).items():
@@ -159,6 +163,64 @@ def backend_killed(
     server: str,
 ) -> None:
     _inject(scenario, faults, target, "kill-backend", error_budgets, server=server)
+
+
+@when(parsers.parse('the NAT of zone "{zone}" is disabled'))
+def nat_disabled(
+    scenario: Scenario,
+    faults: FaultSession,
+    target: Target,
+    error_budgets: dict[str, int],
+    zone: str,
+) -> None:
+    _inject(scenario, faults, target, "disable-nat", error_budgets, zone=zone)
+
+
+@when(parsers.parse('the servers of zone "{zone}" stop'))
+@when(parsers.parse('the instances of zone "{zone}" are stopped'))
+def zone_servers_stop(
+    scenario: Scenario,
+    faults: FaultSession,
+    target: Target,
+    error_budgets: dict[str, int],
+    zone: str,
+) -> None:
+    _inject(scenario, faults, target, "stop-server", error_budgets, zone=zone, mode="graceful")
+
+
+@when(
+    parsers.parse(
+        'the instances of zone "{zone}" are stopped and the auto scaling group replaces them'
+    )
+)
+def zone_servers_replaced(
+    scenario: Scenario,
+    faults: FaultSession,
+    target: Target,
+    error_budgets: dict[str, int],
+    zone: str,
+) -> None:
+    _inject(scenario, faults, target, "stop-server", error_budgets, zone=zone, replace="asg")
+
+
+@when(parsers.parse('zone "{zone}" goes down'))
+@when(parsers.parse('availability zone "{zone}" loses power'))
+def zone_goes_down(
+    scenario: Scenario,
+    faults: FaultSession,
+    target: Target,
+    error_budgets: dict[str, int],
+    zone: str,
+) -> None:
+    _inject(scenario, faults, target, "zone-outage", error_budgets, zone=zone)
+
+
+@when("the cache fails over")
+@when("the ElastiCache primary fails over")
+def cache_fails_over(
+    scenario: Scenario, faults: FaultSession, target: Target, error_budgets: dict[str, int]
+) -> None:
+    _inject(scenario, faults, target, "cache-failover", error_budgets)
 
 
 @when("the cache master crashes")
