@@ -116,4 +116,5 @@ def registered() -> dict[tuple[str, str], type[Fault]]:
 def _load_builtin_faults() -> None:
     # Importing the provider modules runs their @register decorators.
     import chaos.command
+    import chaos.docker
     import chaos.lab  # noqa: F401
