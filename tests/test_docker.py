@@ -7,9 +7,11 @@ exited, paused or killed, and running (healthy) again after heal. Ports: 17600-1
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,9 @@ from chaos.base import FaultRefused, fault_class
 from chaos.docker import Member, start_order
 from chaos.journal import Journal
 from chaos.runner import FaultSession, inject
+from gameday.checks.cache import writes_survive_restart
 from gameday.clock import Clock
+from gameday.probes.cache_keys import keys_present, write_keys
 from gameday.target import Target, load_target
 from lab.wait import poll_until
 from tests.podman import Podman
@@ -293,3 +297,160 @@ def test_kill_9_mid_fault_then_gameday_heal_starts_the_containers(
     assert "healed 1 fault(s)" in healed.stdout
     assert statuses(podman_engine, names) == dict.fromkeys(names, "running")
     assert Journal(target).pending() == []
+
+
+# -- the cache: the seed's persistence claim, checked by a restart ---------------------------
+
+PERSISTENCE = {
+    # The seed: AOF, fsync every second ("at most 1 s of writes lost").
+    "seed": (17610, ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]),
+    # No AOF and no snapshot: a restart loses everything.
+    "none": (17611, ["--appendonly", "no", "--save", ""]),
+}
+
+
+@docker_only
+@pytest.mark.usefixtures("journal_dir")
+@pytest.mark.parametrize(("config", "survives"), [("seed", True), ("none", False)])
+def test_cache_restart_checks_the_persistence_the_redis_runs_with(
+    tmp_path: Path, podman_engine: Podman, config: str, survives: bool
+) -> None:
+    port, args = PERSISTENCE[config]
+    proj = f"gd-{os.getpid()}-cache-{config}"
+    container = podman_engine.run(
+        name=f"{proj}-redis-1", project=proj, service="redis",
+        command=["/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                 "--dir", "/tmp", *args],
+        healthcheck=["/usr/bin/redis-cli", "-p", str(port), "ping"],
+    )  # fmt: skip
+    try:
+        path = write_target(
+            tmp_path, {"server1": podman_engine.address}, {"server1": proj},
+            server1={"cache_service": "redis", "health_timeout_sec": 30},
+        )  # fmt: skip
+        target = load_target(str(path))
+        url = f"redis://127.0.0.1:{port}/0"
+        assert poll_until(lambda: _pings(url), timeout=30)
+        clock = Clock()
+        writes = write_keys(url, seconds=2.0, clock=clock)
+        pid_before = state(podman_engine, container.id)["Pid"]
+
+        fault = fault_class("cache-restart", "docker")(target, {"mode": "kill"})
+        with FaultSession(log=lambda _: None, signals=False) as session:
+            restart_at = clock.now()
+            session.inject(fault, journal=Journal(target), run_id="r", history=None,
+                           clock=clock, dry_run=False)  # fmt: skip
+        # Really restarted by the engine: a new process, running again.
+        after = state(podman_engine, container.id)
+        assert after["Status"] == "running" and after["Pid"] != pid_before
+        verdict = writes_survive_restart(
+            writes, keys_present(url, [w.key for w in writes]), restart_at=restart_at
+        )
+        print(f"persistence {config}: {verdict.message}")
+        assert verdict.ok is survives, verdict.message
+        assert verdict.measured["owed"] > 100
+    finally:
+        container.remove(force=True)
+
+
+def _pings(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+# -- the database: the seed's manual failover ------------------------------------------------
+
+PG_PORTS = {"server1": 17620, "server2": 17621}
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+
+def _as_postgres(*argv: str) -> None:
+    subprocess.run(["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True)
+
+
+@docker_only
+@pytest.mark.usefixtures("journal_dir")
+def test_database_failover_promotes_the_replica_container(
+    tmp_path: Path, podman_engine: Podman
+) -> None:
+    import psycopg
+
+    data = Path(tempfile.mkdtemp(prefix="gameday-pg-", dir="/tmp"))
+    containers: list[Any] = []
+    try:
+        os.chmod(data, 0o755)
+        primary, replica = data / "primary", data / "replica"
+        for d in (primary, replica):
+            d.mkdir(mode=0o700)
+            shutil.chown(d, "postgres", "postgres")
+        _as_postgres(f"{PG_BIN}/initdb", "-D", str(primary), "-A", "trust", "-U", "postgres")
+        projects = {s: f"gd-{os.getpid()}-pg-{s}" for s in PG_PORTS}
+
+        def run_pg(server: str, pgdata: Path) -> Any:
+            return podman_engine.run(
+                name=f"{projects[server]}-postgres-1", project=projects[server],
+                service="postgres", user="postgres", binds={str(pgdata): "/var/lib/pg"},
+                env={"PGDATA": "/var/lib/pg"},
+                command=["postgres", "-D", "/var/lib/pg", "-p", str(PG_PORTS[server]),
+                         "-k", "", "-c", "listen_addresses=127.0.0.1"],
+            )  # fmt: skip
+
+        containers.append(run_pg("server1", primary))
+        url = {s: f"postgresql://postgres@127.0.0.1:{p}/postgres" for s, p in PG_PORTS.items()}
+        assert poll_until(lambda: _pg_answers(url["server1"]), timeout=30)
+        _as_postgres(f"{PG_BIN}/pg_basebackup", "-d", url["server1"], "-D", str(replica), "-R")
+        containers.append(run_pg("server2", replica))
+        assert poll_until(lambda: _pg_answers(url["server2"]), timeout=30)
+        with psycopg.connect(url["server2"]) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+
+        database = {"database": {"service": "postgres"}, "stop_timeout_sec": 5}
+        path = write_target(
+            tmp_path, {s: podman_engine.address for s in PG_PORTS}, projects,
+            server1=database, server2=database,
+        )  # fmt: skip
+        target = load_target(str(path))
+        fault = fault_class("database-failover", "docker")(target, {})
+        assert not fault.in_effect()
+        journal = Journal(target)
+        with FaultSession(log=lambda _: None, signals=False) as session:
+            t0 = time.monotonic()
+            session.inject(fault, journal=journal, run_id="r", history=None, clock=Clock(),
+                           dry_run=False)  # fmt: skip
+            print(f"database-failover: stop + promote took {time.monotonic() - t0:.2f} s")
+            # The engine: the primary's container stopped. PostgreSQL: the replica is primary.
+            assert state(podman_engine, containers[0].id)["Status"] == "exited"
+            with psycopg.connect(url["server2"], autocommit=True) as conn:
+                assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+                conn.execute("CREATE TABLE promoted_ok (x int)")
+            [entry] = journal.pending()
+            assert entry.params["primary_server"] == "server1"
+            assert entry.params["replica_server"] == "server2"
+            assert "stays stopped" in entry.params["not_undone"]
+        # Heal leaves the old primary stopped (no second primary) and the new one primary.
+        assert state(podman_engine, containers[0].id)["Status"] == "exited"
+        assert state(podman_engine, containers[1].id)["Status"] == "running"
+        assert fault.in_effect()  # one-way, and it says so
+        assert journal.pending() == []
+        # The next failover is refused: there is no replica left to promote.
+        with pytest.raises(FaultRefused, match="one database primary and one replica"):
+            fault_class("database-failover", "docker")(target, {}).preflight()
+    finally:
+        for c in containers:
+            c.remove(force=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _pg_answers(url: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=1) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
