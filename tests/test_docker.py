@@ -6,12 +6,15 @@ exited, paused or killed, and running (healthy) again after heal. Ports: 17600-1
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -454,3 +457,103 @@ def _pg_answers(url: str) -> bool:
         return True
     except psycopg.Error:
         return False
+
+
+# -- the scenarios' own words, run by pytest-bdd against the engine --------------------------
+
+FEATURE = """\
+@resilience @destructive
+Feature: Docker faults in the scenarios' words
+  Scenario: A stopped server is started again
+    When server "server1" stops
+    And the fault lasts 1 seconds
+
+  Scenario: A Redis restart keeps writes older than a second
+    Given keys written to the cache for 2 seconds
+    When the cache restarts
+    Then every cache write acknowledged more than 1 second before the restart survived
+"""
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@docker_only
+@pytest.mark.usefixtures("journal_dir")
+@pytest.mark.parametrize(("config", "survives"), [("seed", True), ("none", False)])
+def test_scenarios_run_the_docker_faults_end_to_end(
+    pytester: pytest.Pytester, podman_engine: Podman, config: str, survives: bool
+) -> None:
+    port = {"seed": 17612, "none": 17613}[config]
+    proj = f"gd-{os.getpid()}-bdd-{config}"
+    redis_args = PERSISTENCE[config][1]
+    containers = [
+        podman_engine.run(
+            name=f"{proj}-redis-1", project=proj, service="redis",
+            command=["/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                     "--dir", "/tmp", *redis_args],
+            healthcheck=["/usr/bin/redis-cli", "-p", str(port), "ping"],
+        ),
+        podman_engine.run(
+            name=f"{proj}-web-1", project=proj, service="web",
+            depends_on="redis:service_started:false",
+            command=["/bin/httpd", "-f", "-p", f"127.0.0.1:{port + 10}", "-h", "/tmp"],
+        ),
+    ]  # fmt: skip
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert poll_until(lambda: _pings(f"redis://127.0.0.1:{port}/0"), timeout=30)
+        pytester.makeini((ROOT / "pytest.ini").read_text())
+        pytester.makeconftest((ROOT / "conftest.py").read_text().replace('"pytester",', ""))
+        pytester.mkdir("features")
+        (pytester.path / "features" / "docker.feature").write_text(FEATURE)
+        raw = {
+            "name": f"bdd-{config}",
+            "provider": "docker",
+            "entrypoint": {"url": f"http://127.0.0.1:{server.server_address[1]}"},
+            "cache": {"url": f"redis://127.0.0.1:{port}/0"},
+            "servers": [{"name": "server1", "zone": "a", "docker": {
+                "engine": podman_engine.address, "project": proj, "cache_service": "redis",
+                "stop_timeout_sec": 2, "health_timeout_sec": 30,
+            }}],
+        }  # fmt: skip
+        (pytester.path / "t.yaml").write_text(yaml.safe_dump(raw))
+
+        # A process of its own: the fault registry is filled once per interpreter.
+        result = pytester.runpytest_subprocess(
+            "features/", "--target", "t.yaml", "--allow-destructive"
+        )
+
+        outcome = {"passed": 2} if survives else {"passed": 1, "failed": 1}
+        result.assert_outcomes(**outcome)
+        if not survives:
+            result.stdout.fnmatch_lines(
+                ["*writes acknowledged more than 1 s before the restart are missing*"]
+            )
+        [history] = (pytester.path / "reports").glob("*/history.jsonl")
+        events = [json.loads(line) for line in history.read_text().splitlines()]
+        actions = [e["detail"].get("action") for e in events if e.get("phase") == "inject-start"]
+        assert actions == [
+            f"stop every container of server server1 (compose project {proj} on "
+            f"{podman_engine.address})",
+            f"kill and start the redis container of server server1 (on {podman_engine.address})",
+        ]
+        assert [e["phase"] for e in events if e.get("kind") == "fault"].count("heal-end") == 2
+        # Healed: the engine shows both containers running again.
+        assert statuses(podman_engine, [c.name for c in containers]) == {
+            c.name: "running" for c in containers
+        }
+    finally:
+        server.shutdown()
+        server.server_close()
+        for c in containers:
+            c.remove(force=True)
