@@ -83,7 +83,8 @@ def connect(server: Server) -> Any:
         client = docker.DockerClient(
             base_url=host.engine,
             tls=tls,
-            timeout=max(host.connect_timeout_sec, float(host.stop_timeout_sec) + 30.0),
+            # Short while finding out whether the engine answers at all...
+            timeout=host.connect_timeout_sec,
             # ssh:// through the system's ssh client: the user's keys, agent and ~/.ssh/config,
             # as the docker CLI uses them.
             use_ssh_client=host.engine.startswith("ssh://"),
@@ -91,6 +92,8 @@ def connect(server: Server) -> Any:
         client.ping()
     except Exception as exc:
         raise FaultRefused(f"{where} cannot be reached: {_reason(exc)}") from None
+    # ...then long enough for `docker stop` to wait out the container's stop timeout.
+    client.api.timeout = host.connect_timeout_sec + host.stop_timeout_sec + 30.0
     return client
 
 

@@ -14,6 +14,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tarfile
 import tempfile
@@ -116,6 +117,27 @@ class Podman:
             raise RuntimeError(f"podman service did not open {self.socket}")
 
     @contextlib.contextmanager
+    def tcp_service(self, port: int) -> Iterator[str]:
+        """A second API service on the same storage, on tcp://127.0.0.1:PORT (no TLS: podman's
+        service has none), stopped when the block ends."""
+        address = f"tcp://127.0.0.1:{port}"
+        service = subprocess.Popen(
+            self.argv("system", "service", "--time=0", address),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        try:
+            if not poll_until(lambda: _port_open(port), timeout=30, interval=0.1):
+                raise RuntimeError(f"podman service did not listen on {address}")
+            yield address
+        finally:
+            os.killpg(service.pid, signal.SIGTERM)
+            try:
+                service.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(service.pid, signal.SIGKILL)
+                service.wait(timeout=10)
+
+    @contextlib.contextmanager
     def client(self) -> Iterator[Any]:
         import docker
 
@@ -206,6 +228,12 @@ class Podman:
             if str(self.home).encode() in cmdline and state != ["Z"]:
                 found.append(int(entry.name))
         return found
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def start_podman() -> Podman:

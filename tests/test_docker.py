@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from chaos.base import FaultRefused, fault_class
+from chaos.base import FaultError, FaultRefused, fault_class
+from chaos.docker import COMPOSE_PROJECT as COMPOSE
 from chaos.docker import Member, start_order
 from chaos.journal import Journal
 from chaos.runner import FaultSession, inject
@@ -95,8 +96,8 @@ def project(podman_engine: Podman, request: pytest.FixtureRequest) -> Iterator[d
     names["project"] = proj
     yield names
     with podman_engine.client() as client:
-        for key in ("redis", "web"):
-            client.containers.get(names[key]).remove(force=True)
+        for c in client.containers.list(all=True, filters={"label": [f"{COMPOSE}={proj}"]}):
+            c.remove(force=True)
 
 
 def project_target(tmp_path: Path, podman: Podman, proj: str) -> Target:
@@ -557,3 +558,58 @@ def test_scenarios_run_the_docker_faults_end_to_end(
         server.server_close()
         for c in containers:
             c.remove(force=True)
+
+
+# -- engine addresses other than the socket ---------------------------------------------------
+
+
+@docker_only
+@pytest.mark.usefixtures("journal_dir")
+def test_a_tcp_engine_address_works_the_same(
+    tmp_path: Path, podman_engine: Podman, project: dict[str, str]
+) -> None:
+    with podman_engine.tcp_service(17650) as address:
+        path = write_target(
+            tmp_path, {"server1": address}, {"server1": project["project"]},
+            server1={"stop_timeout_sec": 2},
+        )  # fmt: skip
+        target = load_target(str(path))
+        fault = fault_class("stop-service", "docker")(
+            target, {"server": "server1", "service": "web", "mode": "kill"}
+        )
+        with FaultSession(log=lambda _: None, signals=False) as session:
+            session.inject(fault, journal=Journal(target), run_id="r", history=None,
+                           clock=Clock(), dry_run=False)  # fmt: skip
+            assert state(podman_engine, project["web"])["Status"] == "exited"
+        assert state(podman_engine, project["web"])["Status"] == "running"
+
+
+@pytest.mark.usefixtures("journal_dir")
+def test_a_missing_tls_file_is_refused_before_connecting(tmp_path: Path) -> None:
+    path = write_target(
+        tmp_path, {"server1": "tcp://192.0.2.1:2376"}, {"server1": "cloudmart"},
+        server1={"tls": {"ca": str(tmp_path / "ca.pem"), "cert": "c", "key": "k"}},
+    )  # fmt: skip
+    fault = fault_class("stop-server", "docker")(load_target(str(path)), {"server": "server1"})
+    with pytest.raises(FaultRefused) as err:
+        fault.preflight()
+    assert str(err.value) == (
+        f"server server1: Docker engine at tcp://192.0.2.1:2376: TLS ca file "
+        f"{tmp_path / 'ca.pem'} does not exist"
+    )
+
+
+@docker_only
+@pytest.mark.usefixtures("journal_dir")
+def test_heal_names_containers_removed_meanwhile_and_starts_the_others(
+    tmp_path: Path, podman_engine: Podman, project: dict[str, str]
+) -> None:
+    target = project_target(tmp_path, podman_engine, project["project"])
+    fault = fault_class("stop-server", "docker")(target, {"server": "server1", "mode": "kill"})
+    fault.on_remember = lambda _: None
+    fault.inject()
+    with podman_engine.client() as client:
+        client.containers.get(project["web"]).remove(force=True)
+    with pytest.raises(FaultError, match=r"containers gone from .* not started: .*web-1$"):
+        fault.heal()
+    assert state(podman_engine, project["redis"])["Status"] == "running"
