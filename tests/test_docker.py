@@ -568,7 +568,7 @@ def test_scenarios_run_the_docker_faults_end_to_end(
 def test_a_tcp_engine_address_works_the_same(
     tmp_path: Path, podman_engine: Podman, project: dict[str, str]
 ) -> None:
-    with podman_engine.tcp_service(17650) as address:
+    with podman_engine.tcp_service(17649) as address:
         path = write_target(
             tmp_path, {"server1": address}, {"server1": project["project"]},
             server1={"stop_timeout_sec": 2},
