@@ -41,6 +41,8 @@ MODES = ("graceful", "kill", "pause")
 # How long the engine may take to report a killed container as no longer running.
 STOPPED_TIMEOUT_SEC = 30.0
 PROMOTE_TIMEOUT_SEC = 60.0
+# A failover manager first has to notice the primary is gone, then to promote: longer.
+FAILOVER_TIMEOUT_SEC = 120.0
 _DOWN = ("exited", "dead", "created", "removing")
 
 
@@ -209,11 +211,18 @@ def health(container: Any) -> str:
 
 
 def wait_healthy(container: Any, *, timeout: float, who: str) -> None:
+    """Until the container is healthy; at once FaultError if it stops again (it crashed)."""
     last = ""
 
     def ready() -> bool:
         nonlocal last
         last = health(container)
+        if last in ("exited", "dead"):
+            tail = container.logs(tail=1).decode(errors="replace").strip()[-200:]
+            raise FaultError(
+                f"{who}: container {container.name} exited again after its start"
+                + (f": {tail}" if tail else "")
+            )
         return last == "healthy"
 
     if not poll_until(ready, timeout=timeout, interval=0.2):
@@ -230,6 +239,36 @@ def wait_down(container: Any, *, timeout: float = STOPPED_TIMEOUT_SEC) -> None:
     if not poll_until(down, timeout=timeout, interval=0.1):
         raise FaultError(
             f"container {container.name} still {container.status} after {timeout:.0f} s"
+        )
+
+
+def wait_in_rotation(target: Target, server: Server, *, timeout: float) -> None:
+    """Until the load balancer has the server back in rotation (UP), when the target says
+    where to read its view; a healthy container is not yet a server taking traffic."""
+    lb = target.load_balancer
+    if lb is None or not (lb.stats_url or lb.stats_socket):
+        return
+    from gameday import facts
+
+    last = "not read"
+
+    def up() -> bool:
+        nonlocal last
+        try:
+            states = facts.lb_backend_states(lb)
+        except Exception as exc:  # the stats page may hiccup while servers come back
+            last = one_line(exc)
+            return False
+        if server.name not in states:
+            last = "absent"
+            return True  # the load balancer knows it by another name: nothing to wait for
+        last = states[server.name]
+        return last == "UP"
+
+    if not poll_until(up, timeout=timeout, interval=0.2):
+        raise FaultError(
+            f"server {server.name}: containers healthy, but the load balancer still reports it "
+            f"{last} after {timeout:.0f} s"
         )
 
 
@@ -344,6 +383,7 @@ class StopServer(_DockerFault):
                 f"{who}: containers gone from {host.engine} (removed?), not started: "
                 + ", ".join(missing)
             )
+        wait_in_rotation(self.target, server, timeout=host.health_timeout_sec)
 
     def in_effect(self) -> bool:
         records = self._recorded()
@@ -511,17 +551,22 @@ class _Node:
 
 @register
 class DatabaseFailover(_DockerFault):
-    """The seed's manual database failover: the primary container goes, the replica is promoted.
+    """The database primary's container goes, and the replica becomes the primary.
 
-    Stops the primary's PostgreSQL container (gracefully), then runs `pg_ctl promote` in the
-    replica's container (as `docker.database.user`) and returns once the replica runs as a
-    primary. The probes measure how long writes failed; clients find the new primary only if
-    they can (a libpq multi-host URL with target_session_attrs=read-write, or an application
-    that is repointed).
+    Stops the primary's PostgreSQL container (gracefully) and returns once the replica runs
+    as a primary. Who promotes it is the target's `docker.database.failover`:
 
-    One-way: a promoted replica cannot be demoted. Heal checks that the new primary is up; it
-    does NOT start the old primary (it would be a second primary: split brain). Rebuild it as
-    a replica of the new primary by hand (pg_rewind or a new pg_basebackup), then start it.
+    - `manual` (the seed's runbook): gameday runs `pg_ctl promote` in the replica's container
+      (as `docker.database.user`). One-way: a promoted replica cannot be demoted, so heal only
+      checks that the new primary is up and does NOT start the old primary (it would be a
+      second primary: split brain). Rebuild it as a replica by hand (pg_rewind or a new
+      pg_basebackup), then start it.
+    - `automatic`: a failover manager (pg_auto_failover, Patroni) promotes the replica on its
+      own; heal starts the old primary's container and waits until the manager has made it a
+      replica again. Roles stay swapped.
+
+    The probes measure how long writes failed; clients find the new primary only if they can
+    (a libpq multi-host URL with target_session_attrs=read-write, or a repointed application).
     """
 
     name = "database-failover"
@@ -543,16 +588,25 @@ class DatabaseFailover(_DockerFault):
                 )
         return nodes
 
+    def _automatic(self) -> bool:
+        dbs = [s.docker.database for s in self.target.servers if s.docker and s.docker.database]
+        return any(db.failover == "automatic" for db in dbs)
+
     def describe(self) -> str:
-        if "replica_server" in self.params:
+        primary = (
+            f" of server {self.params['primary_server']}" if "primary_server" in self.params else ""
+        )
+        replica = (
+            f" of server {self.params['replica_server']}" if "replica_server" in self.params else ""
+        )
+        if self._automatic():
             return (
-                f"stop the database primary container of server {self.params['primary_server']} "
-                f"and promote the replica of server {self.params['replica_server']} (one-way: the "
-                "old primary stays stopped until it is rebuilt as a replica)"
+                f"stop the database primary container{primary} and wait for the failover manager "
+                f"to promote the replica{replica}"
             )
         return (
-            "stop the database primary container and promote the replica (one-way: the old "
-            "primary stays stopped until it is rebuilt as a replica)"
+            f"stop the database primary container{primary} and promote the replica{replica} "
+            "(one-way: the old primary stays stopped until it is rebuilt as a replica)"
         )
 
     def _pair(self) -> tuple[_Node, _Node]:
@@ -572,13 +626,15 @@ class DatabaseFailover(_DockerFault):
 
     def inject(self) -> None:
         primary, replica = self._pair()
-        self.remember(
-            primary_server=primary.server.name,
-            primary_container=primary.container_id,
-            replica_server=replica.server.name,
-            replica_container=replica.container_id,
-            not_undone="the old primary stays stopped: rebuild it as a replica by hand",
-        )
+        learnt = {
+            "primary_server": primary.server.name,
+            "primary_container": primary.container_id,
+            "replica_server": replica.server.name,
+            "replica_container": replica.container_id,
+        }
+        if not self._automatic():
+            learnt["not_undone"] = "the old primary stays stopped: rebuild it as a replica by hand"
+        self.remember(**learnt)
         assert primary.server.docker is not None
         with engine(primary.server) as client:
             container = client.containers.get(primary.container_id)
@@ -586,6 +642,9 @@ class DatabaseFailover(_DockerFault):
             wait_down(container)
         with engine(replica.server) as client:
             container = client.containers.get(replica.container_id)
+            if self._automatic():
+                self._wait_state(container, replica.db, "in production", FAILOVER_TIMEOUT_SEC)
+                return
             pgdata = _pgdata(container, replica.db)
             result = container.exec_run(
                 ["pg_ctl", "promote", "-w", "-t", str(int(PROMOTE_TIMEOUT_SEC)), "-D", pgdata],
@@ -594,34 +653,59 @@ class DatabaseFailover(_DockerFault):
             if result.exit_code != 0:
                 text = result.output.decode(errors="replace").strip()
                 raise FaultError(f"pg_ctl promote in {container.name} failed: {text[:200]}")
-            self._wait_primary(container, replica.db)
+            self._wait_state(container, replica.db, "in production", PROMOTE_TIMEOUT_SEC)
 
-    def _wait_primary(self, container: Any, db: DockerDatabase) -> None:
-        if not poll_until(
-            lambda: cluster_state(container, db) == "in production",
-            timeout=PROMOTE_TIMEOUT_SEC, interval=0.2,
-        ):  # fmt: skip
-            raise FaultError(f"{container.name} not promoted after {PROMOTE_TIMEOUT_SEC:.0f} s")
+    def _wait_state(self, container: Any, db: DockerDatabase, want: str, timeout: float) -> None:
+        last = ""
+
+        def reached() -> bool:
+            nonlocal last
+            try:
+                last = cluster_state(container, db)
+            except FaultError as exc:  # starting up: pg_controldata may not answer yet
+                last = str(exc)
+            return last == want
+
+        if not poll_until(reached, timeout=timeout, interval=0.2):
+            raise FaultError(f"{container.name} not {want} after {timeout:.0f} s ({last})")
+
+    def _container(self, role: str) -> tuple[Server, DockerHost, Any]:
+        server, host = docker_server(self.target, self.params[f"{role}_server"])
+        assert host.database is not None
+        with engine(server) as client:
+            return server, host, client.containers.get(self.params[f"{role}_container"])
 
     def heal(self) -> None:
-        """Only checks that the promoted replica is up as the primary (see the docstring)."""
+        """manual: only checks the new primary; automatic: the old primary rejoins as replica."""
         if "replica_container" not in self.params:
             return
-        server, host = docker_server(self.target, self.params["replica_server"])
+        _, host, container = self._container("replica")
         assert host.database is not None
-        with engine(server) as client:
-            container = client.containers.get(self.params["replica_container"])
-            container.reload()
-            if container.status != "running":
-                container.start()
-            self._wait_primary(container, host.database)
+        container.reload()
+        if container.status != "running":
+            container.start()
+        self._wait_state(container, host.database, "in production", PROMOTE_TIMEOUT_SEC)
+        if not self._automatic():
+            return  # see the docstring: starting the old primary would make two primaries
+        _, host, old = self._container("primary")
+        assert host.database is not None
+        old.reload()
+        if old.status == "paused":
+            old.unpause()
+        elif old.status != "running":
+            old.start()
+        self._wait_state(old, host.database, "in archive recovery", FAILOVER_TIMEOUT_SEC)
+        wait_healthy(old, timeout=host.health_timeout_sec, who=self.params["primary_server"])
 
     def in_effect(self) -> bool:
-        """True once the replica was promoted: that is permanent (see the docstring)."""
+        """manual: True once the replica was promoted, which is permanent; automatic: True
+        until the old primary runs again as a replica."""
         if "replica_container" not in self.params:
             return False
-        server, host = docker_server(self.target, self.params["replica_server"])
+        if self._automatic():
+            _, host, old = self._container("primary")
+            assert host.database is not None
+            return cluster_state(old, host.database) != "in archive recovery"
+        _, host, container = self._container("replica")
         assert host.database is not None
-        with engine(server) as client:
-            container = client.containers.get(self.params["replica_container"])
-            return cluster_state(container, host.database) == "in production"
+        return cluster_state(container, host.database) == "in production"

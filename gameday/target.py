@@ -180,6 +180,10 @@ class DockerDatabase(_Model):
     pgdata: str | None = None
     # The OS user that owns the data folder (pg_ctl refuses to run as root).
     user: str = Field(default="postgres", min_length=1)
+    # manual: gameday promotes the replica (pg_ctl promote), as the seed's runbook does.
+    # automatic: a failover manager (pg_auto_failover, Patroni) promotes it and rejoins the
+    # old primary as a replica when that starts again; gameday only takes the primary away.
+    failover: Literal["manual", "automatic"] = "manual"
 
 
 class DockerHost(_Model):
