@@ -666,36 +666,43 @@ class DatabaseFailover(_DockerFault):
                 last = str(exc)
             return last == want
 
-        if not poll_until(reached, timeout=timeout, interval=0.2):
+        # Each look is an exec in the container: twice a second is plenty for a failover.
+        if not poll_until(reached, timeout=timeout, interval=0.5):
             raise FaultError(f"{container.name} not {want} after {timeout:.0f} s ({last})")
 
-    def _container(self, role: str) -> tuple[Server, DockerHost, Any]:
+    @contextmanager
+    def _container(self, role: str) -> Iterator[tuple[str, DockerDatabase, Any]]:
+        """The journaled primary's or replica's container, with its engine open meanwhile."""
         server, host = docker_server(self.target, self.params[f"{role}_server"])
-        assert host.database is not None
+        if host.database is None:
+            raise FaultError(f"server {server.name} no longer declares docker.database")
         with engine(server) as client:
-            return server, host, client.containers.get(self.params[f"{role}_container"])
+            yield (
+                server.name,
+                host.database,
+                client.containers.get(self.params[f"{role}_container"]),
+            )
 
     def heal(self) -> None:
         """manual: only checks the new primary; automatic: the old primary rejoins as replica."""
         if "replica_container" not in self.params:
             return
-        _, host, container = self._container("replica")
-        assert host.database is not None
-        container.reload()
-        if container.status != "running":
-            container.start()
-        self._wait_state(container, host.database, "in production", PROMOTE_TIMEOUT_SEC)
+        with self._container("replica") as (_, db, container):
+            container.reload()
+            if container.status != "running":
+                container.start()
+            self._wait_state(container, db, "in production", PROMOTE_TIMEOUT_SEC)
         if not self._automatic():
             return  # see the docstring: starting the old primary would make two primaries
-        _, host, old = self._container("primary")
-        assert host.database is not None
-        old.reload()
-        if old.status == "paused":
-            old.unpause()
-        elif old.status != "running":
-            old.start()
-        self._wait_state(old, host.database, "in archive recovery", FAILOVER_TIMEOUT_SEC)
-        wait_healthy(old, timeout=host.health_timeout_sec, who=self.params["primary_server"])
+        with self._container("primary") as (name, db, old):
+            old.reload()
+            if old.status == "paused":
+                old.unpause()
+            elif old.status != "running":
+                old.start()
+            self._wait_state(old, db, "in archive recovery", FAILOVER_TIMEOUT_SEC)
+            _, host = docker_server(self.target, name)
+            wait_healthy(old, timeout=host.health_timeout_sec, who=f"server {name}")
 
     def in_effect(self) -> bool:
         """manual: True once the replica was promoted, which is permanent; automatic: True
@@ -703,9 +710,7 @@ class DatabaseFailover(_DockerFault):
         if "replica_container" not in self.params:
             return False
         if self._automatic():
-            _, host, old = self._container("primary")
-            assert host.database is not None
-            return cluster_state(old, host.database) != "in archive recovery"
-        _, host, container = self._container("replica")
-        assert host.database is not None
-        return cluster_state(container, host.database) == "in production"
+            with self._container("primary") as (_, db, old):
+                return cluster_state(old, db) != "in archive recovery"
+        with self._container("replica") as (_, db, container):
+            return cluster_state(container, db) == "in production"
