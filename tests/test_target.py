@@ -158,6 +158,11 @@ def test_docker_example_follows_the_seed_topology(monkeypatch: pytest.MonkeyPatc
             docker_server("engine: 'ssh://u@h'"),
             "x.yaml: servers[0].docker.project: required but missing",
         ),
+        (
+            docker_server("engine: 'ssh://u@h', project: p, database: {service: pg, failover: x}"),
+            "x.yaml: servers[0].docker.database.failover: 'x' is not one of 'manual' or "
+            "'automatic'",
+        ),
     ],
 )
 def test_broken_target_gives_one_line_naming_file_and_field(
