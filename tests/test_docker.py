@@ -142,7 +142,12 @@ def test_registered_for_docker() -> None:
 @pytest.mark.usefixtures("journal_dir")
 @pytest.mark.parametrize(
     "engine",
-    ["unix:///tmp/gameday-podman-nowhere/docker.sock", "tcp://127.0.0.1:17699"],
+    [
+        "unix:///tmp/gameday-podman-nowhere/docker.sock",
+        "tcp://127.0.0.1:17699",
+        # Through the system's ssh client; nothing listens there.
+        "ssh://nobody@127.0.0.1:17698",
+    ],
 )
 def test_an_unreachable_engine_is_refused_in_one_line_before_anything(
     tmp_path: Path, podman_engine: Podman, project: dict[str, str], engine: str
