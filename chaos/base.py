@@ -135,4 +135,5 @@ def _load_builtin_faults() -> None:
     import chaos.aws.rds
     import chaos.aws.zone
     import chaos.command
+    import chaos.docker
     import chaos.lab  # noqa: F401

@@ -28,7 +28,7 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
     from lab import control
 
     layout = _lab_layout(args)
-    elapsed = control.up(layout, progress=print)
+    elapsed = control.up(layout, progress=print, runtime=args.runtime)
     table, _ = control.status_table(layout)
     print(table)
     print(f"lab is up in {elapsed:.1f} s; entrypoint {layout.entrypoint_url}")
@@ -47,7 +47,7 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
 
     layout = _lab_layout(args)
     if not control.is_running(layout):
-        print(f"lab is not running (no supervisord for {layout.state_dir})")
+        print(f"lab is not running (nothing runs it for {layout.state_dir})")
         return 3
     table, healthy = control.status_table(layout)
     print(table)
@@ -77,9 +77,10 @@ def cmd_lab_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_lab_target(args: argparse.Namespace) -> int:
-    from lab.target import render_target
+    from lab.target import render_docker_target, render_target
 
-    print(render_target(_lab_layout(args)), end="")
+    render = render_docker_target if args.runtime == "docker" else render_target
+    print(render(_lab_layout(args)), end="")
     return 0
 
 
@@ -229,14 +230,29 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    lab_cmd("up", cmd_lab_up, "start the lab (idempotent) and wait until every part is healthy")
+    up = lab_cmd(
+        "up", cmd_lab_up, "start the lab (idempotent) and wait until every part is healthy"
+    )
+    up.add_argument(
+        "--runtime",
+        choices=["supervisor", "docker"],
+        default=None,
+        help="run the programs under supervisord (default) or each in a container on a Docker "
+        "Engine API (podman, started by the lab), grouped by compose-style project labels",
+    )
     lab_cmd("down", cmd_lab_down, "stop every process of the lab and remove its folder")
     lab_cmd("status", cmd_lab_status, "a table of components, roles, ports and health")
     logs = lab_cmd("logs", cmd_lab_logs, "show the logs of one component or all")
     logs.add_argument("component", nargs="?", help="e.g. haproxy, postgres1, redis2, backend1")
     logs.add_argument("-n", "--lines", type=int, default=40, help="lines to show (default 40)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep following")
-    lab_cmd("target", cmd_lab_target, "print the target file for a lab on --base-port")
+    target_cmd = lab_cmd("target", cmd_lab_target, "print the target file for a lab on --base-port")
+    target_cmd.add_argument(
+        "--runtime",
+        choices=["supervisor", "docker"],
+        default="supervisor",
+        help="docker: the target of a lab started with --runtime docker (provider: docker)",
+    )
 
     tgt = sub.add_parser(
         "target",

@@ -134,6 +134,83 @@ class Cache(_Model):
     persistence: Persistence | None = None
 
 
+def _engine(value: str) -> str:
+    # The addresses Docker's own clients accept (DOCKER_HOST): a socket, TCP (TLS or not), SSH.
+    parts = urlsplit(value)
+    if parts.scheme == "unix":
+        if not parts.path.startswith("/") or parts.netloc:
+            raise ValueError(f"{value!r} must be unix:///absolute/path/to/docker.sock")
+        return value
+    if parts.scheme not in ("tcp", "ssh"):
+        raise ValueError(f"{value!r} is not a Docker engine address (unix://, tcp:// or ssh://)")
+    if not parts.hostname:
+        raise ValueError(f"{value!r} has no host")
+    if parts.password is not None:
+        # Not echoed: the message would carry the password.
+        raise ValueError("the address holds a password: use an SSH key or TLS files instead")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{value!r} has a bad port") from None
+    if parts.scheme == "tcp" and port is None:
+        raise ValueError(f"{value!r} needs a port (2376 with TLS, 2375 without)")
+    if parts.path not in ("", "/"):
+        raise ValueError(f"{value!r} must not have a path")
+    return value
+
+
+EngineAddress = Annotated[str, AfterValidator(_engine)]
+
+
+class DockerTls(_Model):
+    """TLS for a `tcp://` engine (dockerd --tlsverify): the files `docker --tlsverify` uses."""
+
+    ca: str = Field(min_length=1)
+    cert: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+    # False only for an engine with a self-signed certificate you cannot add to `ca`.
+    verify: bool = True
+
+
+class DockerDatabase(_Model):
+    """The PostgreSQL container of a Docker server (primary or replica: found at run time)."""
+
+    service: str = Field(min_length=1)
+    # The data folder inside the container; default: the container's own $PGDATA.
+    pgdata: str | None = None
+    # The OS user that owns the data folder (pg_ctl refuses to run as root).
+    user: str = Field(default="postgres", min_length=1)
+    # manual: gameday promotes the replica (pg_ctl promote), as the seed's runbook does.
+    # automatic: a failover manager (pg_auto_failover, Patroni) promotes it and rejoins the
+    # old primary as a replica when that starts again; gameday only takes the primary away.
+    failover: Literal["manual", "automatic"] = "manual"
+
+
+class DockerHost(_Model):
+    """How to reach a server's Docker Engine and which containers are that server's.
+
+    The containers are the ones labelled `com.docker.compose.project=<project>` (Docker
+    Compose sets the label). They start in the order of their `com.docker.compose.depends_on`
+    labels, else in `start_order`, else by name.
+    """
+
+    engine: EngineAddress
+    tls: DockerTls | None = None
+    project: str = Field(min_length=1)
+    start_order: list[str] = []
+    database: DockerDatabase | None = None
+    cache_service: str | None = None
+    stop_timeout_sec: int = Field(default=10, ge=0, le=600)
+    health_timeout_sec: float = Field(default=120.0, gt=0, le=1800)
+    connect_timeout_sec: float = Field(default=5.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _tls_needs_tcp(self) -> DockerHost:
+        if self.tls is not None and not self.engine.startswith("tcp://"):
+            raise ValueError("tls: only a tcp:// engine uses TLS files")
+        return self
+
+
 class Server(_Model):
     """A backend server (a host, an EC2 instance) in a zone."""
 
@@ -141,6 +218,8 @@ class Server(_Model):
     zone: str = Field(min_length=1)
     # The server's own address, bypassing the load balancer (for targeted checks).
     url: HttpUrl | None = None
+    # For `provider: docker`: the server's Docker Engine and compose project.
+    docker: DockerHost | None = None
 
 
 class Orders(_Model):
@@ -329,6 +408,17 @@ class Target(_Model):
     # Set by load_target: where the file came from, for messages.
     source: str = Field(default="", exclude=True)
 
+    @model_validator(mode="after")
+    def _docker_servers_say_where(self) -> Target:
+        if self.provider == "docker":
+            for i, server in enumerate(self.servers):
+                if server.docker is None:
+                    raise ValueError(
+                        f"servers[{i}].docker: required for a docker target (the engine "
+                        f"address and compose project of server {server.name!r})"
+                    )
+        return self
+
     def zones(self) -> list[str]:
         return sorted({s.zone for s in self.servers})
 
@@ -416,4 +506,5 @@ def _first_error(exc: ValidationError) -> str:
     msg = str(err["msg"]).removeprefix("Value error, ")
     if kind == "literal_error":
         msg = f"{err['input']!r} is not one of {msg.removeprefix('Input should be ')}"
-    return f"{_dotted(loc)}: {msg}"
+    # A check across fields (a model validator) names its own field in its message.
+    return f"{_dotted(loc)}: {msg}" if loc else msg

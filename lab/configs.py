@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.layout import (
@@ -230,88 +231,93 @@ def _env(env: dict[str, str]) -> str:
     return ",".join(f'{k}="{v}"' for k, v in env.items())
 
 
-def _program(
-    layout: LabLayout,
-    name: str,
-    command: str,
-    *,
-    user: str | None = None,
-    env: dict[str, str] | None = None,
-    stopsignal: str = "TERM",
-    priority: int = 500,
-    directory: Path | None = None,
-    autorestart: bool = True,
-) -> str:
+@dataclass(frozen=True)
+class Program:
+    """One process of the lab, whatever runs it (supervisord, or a container of its own)."""
+
+    group: str  # the "host": server1, server2 or control
+    name: str
+    command: str  # a command line (shlex syntax)
+    user: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    stopsignal: str = "TERM"
+    priority: int = 500
+    directory: Path | None = None
+    autorestart: bool = True
+    port: int | None = None  # what it listens on, for a container's healthcheck
+    kind: str = ""  # haproxy, postgres, redis, sentinel or backend
+
+
+def _program(layout: LabLayout, p: Program) -> str:
     lines = [
-        f"[program:{name}]",
-        f"command={command}",
+        f"[program:{p.name}]",
+        f"command={p.command}",
         # The state folder by default: the postgres user may not be able to enter a clone
         # under someone's home, and only the app needs the project root.
-        f"directory={directory or layout.state_dir}",
+        f"directory={p.directory or layout.state_dir}",
         # autostart is off: `lab up` starts programs in dependency order and waits for each.
         "autostart=false",
-        f"autorestart={'true' if autorestart else 'false'}",
+        f"autorestart={'true' if p.autorestart else 'false'}",
         "startsecs=1",
         "startretries=5",
-        f"stopsignal={stopsignal}",
+        f"stopsignal={p.stopsignal}",
         "stopwaitsecs=15",
         "stopasgroup=true",
         "killasgroup=true",
         "redirect_stderr=true",
-        f"stdout_logfile={layout.log_dir / (name + '.log')}",
+        f"stdout_logfile={layout.log_dir / (p.name + '.log')}",
         "stdout_logfile_maxbytes=20MB",
         "stdout_logfile_backups=1",
-        f"priority={priority}",
+        f"priority={p.priority}",
     ]
-    if user:
-        lines.append(f"user={user}")
-    if env:
-        lines.append(f"environment={_env(env)}")
+    if p.user:
+        lines.append(f"user={p.user}")
+    if p.env:
+        lines.append(f"environment={_env(p.env)}")
     return "\n".join(lines) + "\n"
 
 
-def supervisord_conf(layout: LabLayout) -> str:
+def programs(layout: LabLayout) -> list[Program]:
+    """Every process of the lab, grouped by host."""
     pg_user = _pg_user()
     pg_env = pg_environment(layout)
     python = sys.executable
-    programs: list[str] = []
-    groups: dict[str, list[str]] = {CONTROL_GROUP: [], **{s.name: [] for s in SERVERS}}
-
-    def add(group: str, name: str, command: str, **kw: object) -> None:
-        programs.append(_program(layout, name, command, **kw))  # type: ignore[arg-type]
-        groups[group].append(name)
-
-    add(
-        CONTROL_GROUP,
-        "haproxy",
-        f"/usr/sbin/haproxy -W -db -f {layout.state_dir / 'haproxy.cfg'}",
-        priority=100,
-    )
-    # pg_autoctl stops its postgres with a fast shutdown on SIGINT.
-    add(
-        CONTROL_GROUP, "monitor", pg_monitor_command(layout),
-        user=pg_user, env=pg_env, stopsignal="INT", priority=200,
-    )  # fmt: skip
-    add(
-        CONTROL_GROUP, "sentinel3",
-        f"/usr/bin/redis-sentinel {sentinel_conf_path(layout, 3)}", priority=400,
-    )  # fmt: skip
+    out = [
+        Program(
+            CONTROL_GROUP, "haproxy",
+            f"/usr/sbin/haproxy -W -db -f {layout.state_dir / 'haproxy.cfg'}",
+            priority=100, kind="haproxy",
+        ),
+        # pg_autoctl stops its postgres with a fast shutdown on SIGINT.
+        Program(
+            CONTROL_GROUP, "monitor", pg_monitor_command(layout),
+            user=pg_user, env=pg_env, stopsignal="INT", priority=200,
+            port=layout.monitor_port, kind="postgres",
+        ),
+        Program(
+            CONTROL_GROUP, "sentinel3",
+            f"/usr/bin/redis-sentinel {sentinel_conf_path(layout, 3)}", priority=400,
+            port=layout.sentinel_ports()[2], kind="sentinel",
+        ),
+    ]  # fmt: skip
     for s in SERVERS:
         # No autorestart: pg_autoctl already restarts its own postgres, and a node whose
         # keeper died is the "host lost" fault, which must stay down until healed.
-        add(
+        out.append(Program(
             s.name, s.postgres_program, pg_node_command(layout, s),
             user=pg_user, env=pg_env, stopsignal="INT", priority=300, autorestart=False,
-        )  # fmt: skip
-        add(
+            port=layout.pg_port(s), kind="postgres",
+        ))  # fmt: skip
+        out.append(Program(
             s.name, s.redis_program,
             f"/usr/bin/redis-server {layout.redis_dir / (s.redis_program + '.conf')}",
-            priority=300,
-        )  # fmt: skip
-        add(
+            priority=300, port=layout.redis_port(s), kind="redis",
+        ))  # fmt: skip
+        out.append(Program(
             s.name, s.sentinel_program,
             f"/usr/bin/redis-sentinel {sentinel_conf_path(layout, s.index)}", priority=400,
-        )  # fmt: skip
+            port=layout.sentinel_ports()[s.index - 1], kind="sentinel",
+        ))  # fmt: skip
         app = [
             python, "-m", "lab.app",
             "--server-name", s.name,
@@ -321,7 +327,19 @@ def supervisord_conf(layout: LabLayout) -> str:
             "--db-read-url", layout.db_reader_url,
             "--redis-url", layout.redis_url,
         ]  # fmt: skip
-        add(s.name, s.backend_program, shlex.join(app), priority=600, directory=PROJECT_ROOT)
+        out.append(Program(
+            s.name, s.backend_program, shlex.join(app), priority=600, directory=PROJECT_ROOT,
+            port=layout.backend_port(s), kind="backend",
+        ))  # fmt: skip
+    return out
+
+
+def supervisord_conf(layout: LabLayout) -> str:
+    progs = programs(layout)
+    groups: dict[str, list[str]] = {CONTROL_GROUP: [], **{s.name: [] for s in SERVERS}}
+    for p in progs:
+        groups[p.group].append(p.name)
+    rendered = [_program(layout, p) for p in progs]
 
     group_sections = "".join(
         f"[group:{g}]\nprograms={','.join(names)}\n\n" for g, names in groups.items()
@@ -343,7 +361,7 @@ def supervisord_conf(layout: LabLayout) -> str:
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
         "[supervisorctl]\n"
         f"serverurl=unix://{layout.supervisor_socket}\n\n"
-        + "\n".join(programs)
+        + "\n".join(rendered)
         + "\n"
         + group_sections
     )

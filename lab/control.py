@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from lab import configs, health
+from lab import configs, docker_runtime, health
 from lab.layout import DB_NAME, DB_USER, PG_BIN, SERVERS, LabLayout
 from lab.wait import poll_until
 
@@ -67,16 +67,27 @@ def supervisor_pid(layout: LabLayout) -> int | None:
     return pid
 
 
+def _docker(layout: LabLayout) -> bool:
+    return docker_runtime.runtime_of(layout) == "docker"
+
+
 def is_running(layout: LabLayout) -> bool:
+    if _docker(layout):
+        return docker_runtime.is_running(layout)
     return supervisor_pid(layout) is not None
 
 
 def processes(layout: LabLayout) -> dict[str, dict[str, Any]]:
     """supervisor's view: program name -> its process info (statename, pid, group)."""
+    if _docker(layout):
+        return docker_runtime.processes(layout)
     return {p["name"]: p for p in _rpc(layout).supervisor.getAllProcessInfo()}
 
 
 def start_programs(layout: LabLayout, names: Iterable[str]) -> None:
+    if _docker(layout):
+        docker_runtime.start_programs(layout, list(names))
+        return
     rpc = _rpc(layout)
     for name in names:
         group = _group_of(name)
@@ -90,6 +101,9 @@ def start_programs(layout: LabLayout, names: Iterable[str]) -> None:
 
 
 def stop_programs(layout: LabLayout, names: Iterable[str], *, wait: bool = True) -> None:
+    if _docker(layout):
+        docker_runtime.stop_programs(layout, list(names), wait=wait)
+        return
     rpc = _rpc(layout)
     for name in names:
         try:
@@ -101,6 +115,9 @@ def stop_programs(layout: LabLayout, names: Iterable[str], *, wait: bool = True)
 
 def signal_program(layout: LabLayout, name: str, sig: str) -> None:
     """Send a signal to the program's process group (as a crash would hit a whole host)."""
+    if _docker(layout):
+        docker_runtime.signal_program(layout, name, sig)
+        return
     _rpc(layout).supervisor.signalProcess(f"{_group_of(name)}:{name}", sig)
 
 
@@ -156,12 +173,20 @@ def _raise_if_fatal(layout: LabLayout, programs: Iterable[str]) -> None:
 # -- lifecycle -----------------------------------------------------------------------------
 
 
-def preflight(layout: LabLayout) -> None:
+def preflight(layout: LabLayout, runtime: str = "supervisor") -> None:
     """Refuse early, in one line, when the machine cannot run the lab."""
     for name, path in REQUIRED_BINARIES.items():
         if not Path(path).exists():
             raise LabError(f"{name} is not installed ({path} missing); run `make setup` first")
+    if runtime == "docker" and shutil.which("podman") is None:
+        raise LabError("podman is not installed (the Docker mode's engine); run `make setup`")
     if is_running(layout):
+        current = docker_runtime.runtime_of(layout)
+        if current != runtime:
+            raise LabError(
+                f"the lab on port {layout.base_port} already runs on {current}; "
+                f"`gameday lab down --base-port {layout.base_port}` first"
+            )
         return
     busy = [p for p in layout.all_ports() if health.port_open(p)]
     if busy:
@@ -171,9 +196,10 @@ def preflight(layout: LabLayout) -> None:
         )
 
 
-def _write_configs(layout: LabLayout) -> None:
+def _write_configs(layout: LabLayout, runtime: str = "supervisor") -> None:
     for folder in (layout.state_dir, layout.log_dir, layout.redis_dir, layout.pg_dir):
         folder.mkdir(parents=True, exist_ok=True)
+    (layout.state_dir / docker_runtime.RUNTIME_FILE).write_text(runtime + "\n")
     (layout.pg_dir / "sockets").mkdir(exist_ok=True)
     # The postgres user (when we are root) must be able to walk to its folders.
     layout.state_dir.chmod(0o755)
@@ -240,9 +266,11 @@ def _ensure_schema(layout: LabLayout) -> None:
     ensure_schema(layout.db_writer_url)
 
 
-def up(layout: LabLayout, progress: Progress = _quiet) -> float:
+def up(layout: LabLayout, progress: Progress = _quiet, *, runtime: str | None = None) -> float:
     """Start the lab (or what is missing of it) and wait until every part is healthy.
 
+    `runtime`: "supervisor" (processes under supervisord) or "docker" (each program in a
+    container, see lab/docker_runtime.py); default: what the running lab uses, else supervisor.
     Returns the seconds it took. Idempotent: on a healthy lab it only checks.
     """
     started = time.monotonic()
@@ -250,10 +278,16 @@ def up(layout: LabLayout, progress: Progress = _quiet) -> float:
     def say(msg: str) -> None:
         progress(f"[{time.monotonic() - started:5.1f}s] {msg}")
 
-    preflight(layout)
-    _write_configs(layout)
-    _start_supervisord(layout)
-    say(f"supervisord running ({layout.state_dir})")
+    if runtime is None:
+        runtime = docker_runtime.runtime_of(layout) if is_running(layout) else "supervisor"
+    preflight(layout, runtime)
+    _write_configs(layout, runtime)
+    if runtime == "docker":
+        docker_runtime.start_engine(layout)
+        say(f"container engine running ({docker_runtime.engine(layout).address})")
+    else:
+        _start_supervisord(layout)
+        say(f"supervisord running ({layout.state_dir})")
 
     s1, s2 = SERVERS
     start_programs(layout, ["monitor", s1.redis_program, s2.redis_program, "haproxy"])
@@ -365,6 +399,9 @@ def _marked_pids(layout: LabLayout) -> list[int]:
 
 def down(layout: LabLayout, progress: Progress = _quiet) -> None:
     """Stop every process of the lab and remove its folder."""
+    if _docker(layout) or docker_runtime.engine(layout).home.exists():
+        progress("removing the lab's containers and stopping its engine")
+        docker_runtime.down(layout)
     pid = supervisor_pid(layout)
     if pid is not None:
         progress("stopping supervisord and its programs")

@@ -2,12 +2,16 @@
 
 `targets/lab.yaml` is this text for the default base port (a test keeps the two equal);
 `gameday lab target --base-port N` prints the one for another port block.
+`targets/docker-lab.yaml` is the lab in Docker mode on port 17650 (`--runtime docker`): the
+same endpoints, with `provider: docker` and each server's engine and compose project.
 """
 
 from __future__ import annotations
 
 from lab.configs import CHECK_FALL, CHECK_INTER_MS
-from lab.layout import REDIS_MASTER_NAME, SERVERS, LabLayout
+from lab.layout import REDIS_MASTER_NAME, SERVERS, LabLayout, LabServer
+
+DOCKER_BASE_PORT = 17650
 
 LAB_MAX_USERS = 200
 LAB_MAX_RPS = 1000
@@ -19,10 +23,44 @@ def render_target(layout: LabLayout) -> str:
         f"    url: http://127.0.0.1:{layout.backend_port(s)}\n"
         for s in SERVERS
     )
-    sentinels = "".join(f"    - 127.0.0.1:{p}\n" for p in layout.sentinel_ports())
-    detection = CHECK_INTER_MS * (CHECK_FALL + 1) / 1000
-    return f"""# The embedded lab: a real CloudMart on this machine (`gameday lab up`).
-# Rendered by lab/target.py from the lab's layout (base port {layout.base_port}); regenerate
+    return _render(layout, LAB_HEAD.format(port=layout.base_port), servers)
+
+
+def render_docker_target(layout: LabLayout) -> str:
+    """The same lab, seen as Docker hosts (`gameday lab up --runtime docker`)."""
+    from lab.docker_runtime import engine, project
+
+    address = engine(layout).address
+
+    def order(s: LabServer) -> str:
+        return ", ".join(
+            (s.postgres_program, s.redis_program, s.sentinel_program, s.backend_program)
+        )
+
+    servers = "".join(
+        f"""  - name: {s.name}
+    zone: {s.zone}
+    url: http://127.0.0.1:{layout.backend_port(s)}
+    docker:
+      engine: {address}
+      project: {project(layout, s.name)}
+      start_order: [{order(s)}]
+      database:
+        service: {s.postgres_program}
+        pgdata: {layout.pgdata(s.pg_node_name)}
+        user: postgres
+        failover: automatic   # pg_auto_failover promotes, and rejoins the old primary
+      cache_service: {s.redis_program}
+      stop_timeout_sec: 15
+      health_timeout_sec: 120
+"""
+        for s in SERVERS
+    )
+    return _render(layout, DOCKER_HEAD.format(port=layout.base_port), servers)
+
+
+LAB_HEAD = """# The embedded lab: a real CloudMart on this machine (`gameday lab up`).
+# Rendered by lab/target.py from the lab's layout (base port {port}); regenerate
 # with `gameday lab target --base-port N` rather than editing by hand.
 name: lab
 provider: lab
@@ -30,8 +68,26 @@ description: HAProxy, two backends in zones a/b, PostgreSQL under pg_auto_failov
 # The lab exists to be broken: destructive scenarios may run against it without a flag.
 allow_destructive: true
 lab:
-  base_port: {layout.base_port}
-entrypoint:
+  base_port: {port}
+"""
+
+DOCKER_HEAD = """# The embedded lab in Docker mode: every program in a container on a Docker Engine
+# API, grouped by compose-style project labels (`gameday lab up --runtime docker
+# --base-port {port}`). Faults go through the Docker Engine API (chaos/docker.py).
+# Rendered by lab/target.py from the lab's layout; regenerate with
+# `gameday lab target --runtime docker --base-port N` rather than editing by hand.
+name: docker-lab
+provider: docker
+description: the lab's programs as containers, servers as compose projects, on podman
+# The lab exists to be broken: destructive scenarios may run against it without a flag.
+allow_destructive: true
+"""
+
+
+def _render(layout: LabLayout, head: str, servers: str) -> str:
+    sentinels = "".join(f"    - 127.0.0.1:{p}\n" for p in layout.sentinel_ports())
+    detection = CHECK_INTER_MS * (CHECK_FALL + 1) / 1000
+    return f"""{head}entrypoint:
   url: {layout.entrypoint_url}
   health_path: /health
   served_by_header: X-Served-By

@@ -24,10 +24,12 @@ from chaos.runner import (
     install_signal_handlers,
 )
 from gameday.checks import history as hc
+from gameday.checks.cache import CacheWrite, writes_survive_restart
 from gameday.history import Mark
 from gameday.load import LOCUST_PROBE_PREFIX
+from gameday.probes.cache_keys import keys_present, write_keys
 from gameday.scenario import Scenario
-from gameday.target import LoadBalancer, Target
+from gameday.target import Cache, LoadBalancer, Target
 from gameday.verdict import Verdict, failed
 
 MAX_HOLD_SEC = 300
@@ -230,6 +232,39 @@ def cache_master_crashes(
     _inject(scenario, faults, target, "cache-crash", error_budgets)
 
 
+@when(parsers.parse('server "{server}" is paused'))
+def server_paused(
+    scenario: Scenario,
+    faults: FaultSession,
+    target: Target,
+    error_budgets: dict[str, int],
+    server: str,
+) -> None:
+    _inject(scenario, faults, target, "stop-server", error_budgets, server=server, mode="pause")
+
+
+@when(parsers.parse('the service "{service}" of server "{server}" stops'))
+def service_stops(
+    scenario: Scenario,
+    faults: FaultSession,
+    target: Target,
+    error_budgets: dict[str, int],
+    service: str,
+    server: str,
+) -> None:
+    _inject(
+        scenario, faults, target, "stop-service", error_budgets,
+        server=server, service=service, mode="graceful",
+    )  # fmt: skip
+
+
+@when("the cache restarts")
+def cache_restarts(
+    scenario: Scenario, faults: FaultSession, target: Target, error_budgets: dict[str, int]
+) -> None:
+    _inject(scenario, faults, target, "cache-restart", error_budgets)
+
+
 @when(parsers.parse('the fault "{name}" is injected'))
 def declared_fault(
     scenario: Scenario,
@@ -330,6 +365,37 @@ def cache_loss_bounded(scenario: Scenario, seconds: float) -> None:
     probe.read_back()  # type: ignore[attr-defined]
     rate = probe.rate  # type: ignore[attr-defined]
     verdict = hc.lost_writes_in(scenario.history(), "cache", max_lost=int(rate * seconds))
+    judge(scenario, verdict)
+
+
+@given(
+    parsers.parse("keys written to the cache for {seconds:g} seconds"),
+    target_fixture="cache_writes",
+)
+def keys_written(scenario: Scenario, cache: Cache, seconds: float) -> list[CacheWrite]:
+    """Timestamped SETs, one after another; judged against a restart by the step below."""
+    if scenario.dry_run:
+        return []
+    return write_keys(cache.url, seconds=min(seconds, MAX_HOLD_SEC), clock=scenario.run.clock)
+
+
+@then(
+    parsers.parse(
+        "every cache write acknowledged more than {grace:g} second before the restart survived"
+    )
+)
+@then(
+    parsers.parse(
+        "every cache write acknowledged more than {grace:g} seconds before the restart survived"
+    )
+)
+def cache_writes_survived(
+    scenario: Scenario, cache: Cache, cache_writes: list[CacheWrite], grace: float
+) -> None:
+    present = keys_present(cache.url, [w.key for w in cache_writes])
+    verdict = writes_survive_restart(
+        cache_writes, present, restart_at=_fault_start(scenario), grace_sec=grace
+    )
     judge(scenario, verdict)
 
 

@@ -13,6 +13,7 @@ from gameday.target import Target
 from lab import control, health
 from lab.layout import LabLayout
 from lab.wait import poll_until
+from tests.podman import Podman, PodmanUnavailable, start_podman
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +40,23 @@ def wait_until(what: str, ready: Callable[[], bool], timeout: float = 60.0) -> N
 
 def lab_healthy(layout: LabLayout) -> bool:
     return all(c.healthy for c in health.components(layout))
+
+
+# -- a real Docker Engine API (podman's service), for tests marked docker --------------------
+
+
+@pytest.fixture(scope="session")
+def podman_engine() -> Iterator[Podman]:
+    """podman's Docker-compatible API on a socket and storage of its own; every container and
+    the service itself are removed when the session ends."""
+    try:
+        engine = start_podman()
+    except PodmanUnavailable as exc:
+        pytest.skip(f"no Docker Engine API: {exc}")
+    try:
+        yield engine
+    finally:
+        engine.stop()
 
 
 # -- for the chaos tests (journal, runner, command fault): opt in with usefixtures ---------

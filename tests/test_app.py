@@ -1,7 +1,7 @@
 """Integration tests of the CloudMart reference backend (lab/app) against real services.
 
-A throwaway PostgreSQL 15 cluster (127.0.0.1:17690), a redis-server (127.0.0.1:17691) and the
-app itself (``python -m lab.app`` on 127.0.0.1:17692) are started once for the module and
+A throwaway PostgreSQL 15 cluster (127.0.0.1:17380), a redis-server (127.0.0.1:17381) and the
+app itself (``python -m lab.app`` on 127.0.0.1:17382) are started once for the module and
 always torn down, temp folders included. Test order matters at the end of the file: the
 database restart, Redis outage and SIGTERM tests run last because they disturb the stack.
 """
@@ -30,7 +30,8 @@ import redis
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 REDIS_SERVER = shutil.which("redis-server")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PG_PORT, REDIS_PORT, APP_PORT = 17690, 17691, 17692
+# Below the lab's port blocks (17400+, 17450+, the Docker lab's 17650-17692).
+PG_PORT, REDIS_PORT, APP_PORT = 17380, 17381, 17382
 DB_URL = f"postgresql://postgres@127.0.0.1:{PG_PORT}/postgres"
 REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
 APP_URL = f"http://127.0.0.1:{APP_PORT}"

@@ -22,6 +22,10 @@ entrypoint:
 """
 
 
+def docker_server(fields: str) -> str:
+    return MINIMAL + f"servers:\n  - {{name: s1, zone: a, docker: {{{fields}}}}}\n"
+
+
 def write(tmp_path: Path, text: str, name: str = "x.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text)
@@ -76,6 +80,11 @@ def test_docker_example_follows_the_seed_topology(monkeypatch: pytest.MonkeyPatc
         ("server2", "http://192.168.1.102:3000"),
     ]
     assert target.load_balancer and target.load_balancer.kind == "haproxy"
+    docker = [s.docker for s in target.servers]
+    assert [(d.engine, d.project) for d in docker if d] == [
+        ("ssh://deploy@192.168.1.101", "cloudmart"),
+        ("ssh://deploy@192.168.1.102", "cloudmart"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -113,6 +122,47 @@ def test_docker_example_follows_the_seed_topology(monkeypatch: pytest.MonkeyPatc
             "x.yaml: line 6: invalid YAML",
         ),
         ("- just\n- a list\n", "x.yaml: the file must be a mapping of roles, not list"),
+        (
+            MINIMAL.replace("generic", "docker") + "servers:\n  - {name: s1, zone: a}\n",
+            "x.yaml: servers[0].docker: required for a docker target (the engine address and "
+            "compose project of server 's1')",
+        ),
+        (
+            docker_server("engine: tcp://h, project: p"),
+            "x.yaml: servers[0].docker.engine: 'tcp://h' needs a port (2376 with TLS, 2375 "
+            "without)",
+        ),
+        (
+            MINIMAL
+            + "servers:\n  - {name: s1, zone: a, docker: {engine: 'http://h:1', project: p}}\n",
+            "x.yaml: servers[0].docker.engine: 'http://h:1' is not a Docker engine address "
+            "(unix://, tcp:// or ssh://)",
+        ),
+        (
+            MINIMAL
+            + "servers:\n  - {name: s1, zone: a, docker: {engine: 'unix://d.sock', project: p}}\n",
+            "x.yaml: servers[0].docker.engine: 'unix://d.sock' must be "
+            "unix:///absolute/path/to/docker.sock",
+        ),
+        (
+            MINIMAL
+            + "servers:\n  - {name: s1, zone: a, docker: {engine: 'ssh://u:pw9@h', project: p}}\n",
+            "x.yaml: servers[0].docker.engine: the address holds a password: use an SSH key or "
+            "TLS files instead",
+        ),
+        (
+            docker_server("engine: 'ssh://u@h', project: p, tls: {ca: a, cert: b, key: c}"),
+            "x.yaml: servers[0].docker: tls: only a tcp:// engine uses TLS files",
+        ),
+        (
+            docker_server("engine: 'ssh://u@h'"),
+            "x.yaml: servers[0].docker.project: required but missing",
+        ),
+        (
+            docker_server("engine: 'ssh://u@h', project: p, database: {service: pg, failover: x}"),
+            "x.yaml: servers[0].docker.database.failover: 'x' is not one of 'manual' or "
+            "'automatic'",
+        ),
     ],
 )
 def test_broken_target_gives_one_line_naming_file_and_field(

@@ -1,0 +1,139 @@
+"""The lab in Docker mode: its programs as compose-labelled containers on a real engine, and
+the resilience scenarios run against `targets/docker-lab.yaml`, on the Docker fault path.
+
+Ports 17650-17692 (base port 17650), away from the shared lab on 17400.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab import control, docker_runtime, health
+from lab.layout import SERVERS, LabLayout
+from lab.target import DOCKER_BASE_PORT, render_docker_target
+from lab.wait import poll_until
+from tests.podman import PodmanUnavailable, ensure_podman
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYOUT = LabLayout.from_env(
+    base_port=DOCKER_BASE_PORT, state_dir=f"/tmp/gameday-lab-{DOCKER_BASE_PORT}"
+)
+SCENARIOS = [
+    "features/resilience/server_loss.feature",
+    "features/resilience/database_failover.feature",
+]
+SELECTED = "stopping_server1 or database_failover_under_load"
+
+
+def test_committed_docker_lab_target_is_the_rendered_layout() -> None:
+    assert (ROOT / "targets" / "docker-lab.yaml").read_text() == render_docker_target(LAYOUT)
+
+
+@pytest.fixture(scope="module")
+def docker_lab() -> Iterator[LabLayout]:
+    """The lab on port 17650 in Docker mode; brought down after, if this module started it."""
+    try:
+        ensure_podman()
+    except PodmanUnavailable as exc:
+        pytest.skip(f"no Docker Engine API: {exc}")
+    started = not control.is_running(LAYOUT)
+    try:
+        control.up(LAYOUT, runtime="docker")
+        yield LAYOUT
+    finally:
+        if started:
+            control.down(LAYOUT)
+
+
+def _containers(layout: LabLayout) -> dict[str, dict[str, Any]]:
+    """program -> the engine's own inspect data."""
+    with docker_runtime.engine(layout).client() as client:
+        found = client.containers.list(
+            all=True, filters={"label": [f"{docker_runtime.LAB_LABEL}={layout.base_port}"]}
+        )
+        return {c.labels[docker_runtime.COMPOSE_SERVICE]: c.attrs for c in found}
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_every_program_is_a_running_container_of_its_hosts_project(docker_lab: LabLayout) -> None:
+    containers = _containers(docker_lab)
+    projects = {
+        name: c["Config"]["Labels"][docker_runtime.COMPOSE_PROJECT]
+        for name, c in containers.items()
+    }
+    for s in SERVERS:
+        for program in (s.backend_program, s.postgres_program, s.redis_program, s.sentinel_program):
+            assert projects[program] == f"gameday-lab-{DOCKER_BASE_PORT}-{s.name}"
+    for program in ("haproxy", "monitor", "sentinel3"):
+        assert projects[program] == f"gameday-lab-{DOCKER_BASE_PORT}-control"
+    assert {c["State"]["Status"] for c in containers.values()} == {"running"}
+    assert all(c.healthy for c in health.components(docker_lab))
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_resilience_scenarios_pass_on_the_docker_fault_path(
+    docker_lab: LabLayout, tmp_path: Path
+) -> None:
+    before = _containers(docker_lab)
+    t0 = time.time()
+    env = {
+        **os.environ,
+        "GAMEDAY_STATE_DIR": str(tmp_path / "state"),
+        "GAMEDAY_REPORTS_DIR": str(tmp_path / "reports"),
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", *SCENARIOS, "--target", "targets/docker-lab.yaml",
+         "-k", SELECTED, "-p", "no:cacheprovider"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "2 passed" in run.stdout
+
+    [history] = (tmp_path / "reports").glob("*/history.jsonl")
+    records = [json.loads(line) for line in history.read_text().splitlines()]
+    phases = [(r["fault"], r["phase"]) for r in records if r.get("kind") == "fault"]
+    assert phases == [
+        ("server stopped", "inject-start"), ("server stopped", "inject-end"),
+        ("server stopped", "heal-start"), ("server stopped", "heal-end"),
+        ("database failover", "inject-start"), ("database failover", "inject-end"),
+        ("database failover", "heal-start"), ("database failover", "heal-end"),
+    ]  # fmt: skip
+    s1 = SERVERS[0]
+    server1 = [s1.backend_program, s1.postgres_program, s1.redis_program, s1.sentinel_program]
+
+    # The engine's own record: every container of server1 really stopped during the run and
+    # was started again; everything runs and the lab is healthy after the heals.
+    after = _containers(docker_lab)
+    for program in server1:
+        finished = _epoch(after[program]["State"]["FinishedAt"])
+        assert finished > t0, (program, after[program]["State"])
+        assert after[program]["State"]["StartedAt"] != before[program]["State"]["StartedAt"]
+    assert {c["State"]["Status"] for c in after.values()} == {"running"}
+    # The lab's own idea of healthy is stricter than a heal's (Sentinel's view of the replica
+    # that came back, the monitor's health of the old primary): it may take moments more.
+    settled = time.monotonic()
+    assert poll_until(lambda: _unhealthy(docker_lab) == [], timeout=60), _unhealthy(docker_lab)
+    print(f"lab settled {time.monotonic() - settled:.1f} s after the last heal")
+
+
+def _unhealthy(layout: LabLayout) -> list[str]:
+    return [f"{c.name}: {c.detail}" for c in health.components(layout) if not c.healthy]
+
+
+def _epoch(stamp: str) -> float:
+    from datetime import datetime
+
+    # "2026-11-25T13:56:11.43598421Z": at most microseconds for fromisoformat.
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00").timestamp()
