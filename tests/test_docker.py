@@ -357,7 +357,9 @@ def test_cache_restart_checks_the_persistence_the_redis_runs_with(
         )
         print(f"persistence {config}: {verdict.message}")
         assert verdict.ok is survives, verdict.message
-        assert verdict.measured["owed"] > 100
+        # Enough writes older than a second to be evidence (about 200 when the machine is
+        # quiet; 73 were seen with the other core busy).
+        assert verdict.measured["owed"] > 20
     finally:
         container.remove(force=True)
 
