@@ -95,7 +95,10 @@ def connect(server: Server) -> Any:
     except Exception as exc:
         raise FaultRefused(f"{where} cannot be reached: {_reason(exc)}") from None
     # ...then long enough for `docker stop` to wait out the container's stop timeout.
-    client.api.timeout = host.connect_timeout_sec + host.stop_timeout_sec + 30.0
+    # A promotion (`pg_ctl promote -w`) is one exec call that may take its whole timeout.
+    client.api.timeout = max(
+        host.connect_timeout_sec + host.stop_timeout_sec + 30.0, PROMOTE_TIMEOUT_SEC + 15.0
+    )
     return client
 
 
@@ -549,6 +552,14 @@ class _Node:
     state: str
 
 
+def _state_now(container: Any, db: DockerDatabase) -> str:
+    """The cluster state, or the reason it cannot be read yet (a container still starting)."""
+    try:
+        return cluster_state(container, db)
+    except FaultError as exc:
+        return str(exc)
+
+
 @register
 class DatabaseFailover(_DockerFault):
     """The database primary's container goes, and the replica becomes the primary.
@@ -632,8 +643,6 @@ class DatabaseFailover(_DockerFault):
             "replica_server": replica.server.name,
             "replica_container": replica.container_id,
         }
-        if not self._automatic():
-            learnt["not_undone"] = "the old primary stays stopped: rebuild it as a replica by hand"
         self.remember(**learnt)
         assert primary.server.docker is not None
         with engine(primary.server) as client:
@@ -654,16 +663,20 @@ class DatabaseFailover(_DockerFault):
                 text = result.output.decode(errors="replace").strip()
                 raise FaultError(f"pg_ctl promote in {container.name} failed: {text[:200]}")
             self._wait_state(container, replica.db, "in production", PROMOTE_TIMEOUT_SEC)
+            self._promoted()
+
+    def _promoted(self) -> None:
+        # From here heal must not start the old primary: that would be a second primary.
+        self.remember(
+            promoted="yes", not_undone="the old primary stays stopped: rebuild it as a replica"
+        )
 
     def _wait_state(self, container: Any, db: DockerDatabase, want: str, timeout: float) -> None:
         last = ""
 
         def reached() -> bool:
             nonlocal last
-            try:
-                last = cluster_state(container, db)
-            except FaultError as exc:  # starting up: pg_controldata may not answer yet
-                last = str(exc)
+            last = _state_now(container, db)
             return last == want
 
         # Each look is an exec in the container: twice a second is plenty for a failover.
@@ -684,15 +697,27 @@ class DatabaseFailover(_DockerFault):
             )
 
     def heal(self) -> None:
-        """manual: only checks the new primary; automatic: the old primary rejoins as replica."""
+        """manual: only checks the new primary; automatic: the old primary rejoins as replica.
+
+        A manual failover whose promotion never happened (it failed, or the run was killed
+        before it) is undone instead: the old primary is started again and must come back as
+        the primary, so the deployment is never left without one.
+        """
         if "replica_container" not in self.params:
             return
+        manual = not self._automatic()
         with self._container("replica") as (_, db, container):
             container.reload()
             if container.status != "running":
                 container.start()
+            if manual and "promoted" not in self.params:
+                if _state_now(container, db) == "in production":
+                    self._promoted()  # promoted after all: the journal had not heard yet
+                else:
+                    self._restart_old_primary()
+                    return
             self._wait_state(container, db, "in production", PROMOTE_TIMEOUT_SEC)
-        if not self._automatic():
+        if manual:
             return  # see the docstring: starting the old primary would make two primaries
         with self._container("primary") as (name, db, old):
             old.reload()
@@ -701,6 +726,17 @@ class DatabaseFailover(_DockerFault):
             elif old.status != "running":
                 old.start()
             self._wait_state(old, db, "in archive recovery", FAILOVER_TIMEOUT_SEC)
+            _, host = docker_server(self.target, name)
+            wait_healthy(old, timeout=host.health_timeout_sec, who=f"server {name}")
+
+    def _restart_old_primary(self) -> None:
+        with self._container("primary") as (name, db, old):
+            old.reload()
+            if old.status == "paused":
+                old.unpause()
+            elif old.status != "running":
+                old.start()
+            self._wait_state(old, db, "in production", PROMOTE_TIMEOUT_SEC)
             _, host = docker_server(self.target, name)
             wait_healthy(old, timeout=host.health_timeout_sec, who=f"server {name}")
 

@@ -172,8 +172,8 @@ def check_load(
     """Bad input before anything starts: the harness caps, then the target's `load:` caps."""
     if not 1 <= users <= load.MAX_USERS:
         raise BaselineError(f"--users {users}: must be 1..{load.MAX_USERS} (harness cap)")
-    if not spawn_rate > 0:
-        raise BaselineError(f"--spawn-rate {spawn_rate}: must be more than 0")
+    if not (math.isfinite(spawn_rate) and spawn_rate > 0):
+        raise BaselineError(f"--spawn-rate {spawn_rate}: must be a number more than 0")
     if not 1 <= duration_sec <= load.MAX_DURATION_SEC:
         raise BaselineError(
             f"--duration {duration_sec}: must be 1..{load.MAX_DURATION_SEC} s (harness cap)"

@@ -100,7 +100,7 @@ def cmd_target_check(args: argparse.Namespace) -> int:
     if target.aws is not None:
         aws = target.aws
         account = aws.account_id or "not set (AWS faults refuse)"
-        endpoint = f", endpoint {aws.endpoint_url}" if aws.endpoint_url else ""
+        endpoint = f", endpoint {redact(aws.endpoint_url)}" if aws.endpoint_url else ""
         zones = ", ".join(aws.zones) or "none declared"
         print(f"  aws: account {account}, region {aws.region}{endpoint}; zones: {zones}")
     allowed = "allowed" if target.allow_destructive else "need --allow-destructive"
@@ -125,6 +125,7 @@ def cmd_faults(args: argparse.Namespace) -> int:
 
 def cmd_baseline(args: argparse.Namespace) -> int:
     """`baseline record|compare`: its own errors map to exit 2 (bad input) or 1 (run failed)."""
+    import shutil
     import tempfile
     from pathlib import Path
 
@@ -164,11 +165,13 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             f"locust: {users} users, spawn rate {rate:g}/s, {duration} s against "
             f"{target.name}{spread}"
         )
-        with tempfile.TemporaryDirectory(prefix="gameday-baseline-") as tmp:
-            result = bl.run_locust(
-                target, users=users, spawn_rate=rate, duration_sec=duration, workdir=Path(tmp),
-                workers=args.workers,
-            )  # fmt: skip
+        workdir = Path(tempfile.mkdtemp(prefix="gameday-baseline-"))
+        result = bl.run_locust(
+            target, users=users, spawn_rate=rate, duration_sec=duration, workdir=workdir,
+            workers=args.workers,
+        )  # fmt: skip
+        # Kept when locust failed: the error names its log in there.
+        shutil.rmtree(workdir, ignore_errors=True)
     except (TargetError, bl.BaselineError) as exc:
         print(f"gameday: {redact(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import signal
@@ -113,7 +114,7 @@ class LocustPlan:
     def __post_init__(self) -> None:
         if not 1 <= self.users <= MAX_USERS:
             raise LoadLimitError(f"{self.users} users: must be 1..{MAX_USERS} (harness cap)")
-        if not self.spawn_rate > 0:
+        if not (math.isfinite(self.spawn_rate) and self.spawn_rate > 0):
             raise LoadLimitError(f"spawn rate {self.spawn_rate:g}: must be more than 0")
         if not 1 <= self.run_time_sec <= MAX_DURATION_SEC:
             raise LoadLimitError(

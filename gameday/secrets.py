@@ -16,8 +16,10 @@ MASK = "***"
 # scheme://[user]:password@ -> keep the user, hide the password.
 # Greedy up to the last "@" before the path, so an unencoded "@" in a password is hidden too.
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]*):(?P<pw>[^/\s]+)@", re.I)
-# libpq keyword form: password=xyz
-_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'[^']*'|\S+)", re.I)
+# Keyword forms: libpq's password=xyz, PGPASSWORD=xyz, REDIS_PASSWORD="a b" (quotes kept whole).
+_KV_PASSWORD = re.compile(
+    r"(?P<head>\b[A-Za-z_]*password\s*=\s*)(?P<pw>'[^']*'|\"[^\"]*\"|\S+)", re.I
+)
 _secrets: set[str] = set()
 
 

@@ -409,6 +409,17 @@ class Target(_Model):
     source: str = Field(default="", exclude=True)
 
     @model_validator(mode="after")
+    def _server_names_are_unique(self) -> Target:
+        # Faults and steps find a server by its name: a second one of the same name would be
+        # silently ignored.
+        seen: set[str] = set()
+        for i, server in enumerate(self.servers):
+            if server.name in seen:
+                raise ValueError(f"servers[{i}].name: {server.name!r} is used twice")
+            seen.add(server.name)
+        return self
+
+    @model_validator(mode="after")
     def _docker_servers_say_where(self) -> Target:
         if self.provider == "docker":
             for i, server in enumerate(self.servers):
@@ -504,7 +515,13 @@ def _first_error(exc: ValidationError) -> str:
     if kind == "missing":
         return f"{_dotted(loc)}: required but missing"
     msg = str(err["msg"]).removeprefix("Value error, ")
+    value = err.get("input")
     if kind == "literal_error":
-        msg = f"{err['input']!r} is not one of {msg.removeprefix('Input should be ')}"
+        msg = f"{value!r} is not one of {msg.removeprefix('Input should be ')}"
+    elif kind != "value_error" and isinstance(value, str | int | float | bool):
+        # pydantic's own messages ("Input should be greater than 0") do not say what was found.
+        msg = f"{msg}, got {redact(repr(value))}"
+        if kind == "string_type" and isinstance(value, int):
+            msg += " (a number: quote it, as YAML reads 0123 as octal and drops zeros)"
     # A check across fields (a model validator) names its own field in its message.
     return f"{_dotted(loc)}: {msg}" if loc else msg

@@ -214,7 +214,8 @@ def test_baseline_file_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("users", "rate", "duration", "word"),
     [(1001, 1, 10, "--users"), (0, 1, 10, "--users"), (10, 0, 10, "--spawn-rate"),
-     (10, 1, 3601, "--duration"), (10, 1, 0, "--duration")],
+     (10, 1, 3601, "--duration"), (10, 1, 0, "--duration"),
+     (10, float("inf"), 10, "--spawn-rate"), (10, float("nan"), 10, "--spawn-rate")],
 )  # fmt: skip
 def test_load_caps(users: int, rate: float, duration: int, word: str) -> None:
     with pytest.raises(bl.BaselineError, match=word):

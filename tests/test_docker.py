@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -383,11 +384,17 @@ def _as_postgres(*argv: str) -> None:
     subprocess.run(["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True)
 
 
-@docker_only
-@pytest.mark.usefixtures("journal_dir")
-def test_database_failover_promotes_the_replica_container(
-    tmp_path: Path, podman_engine: Podman
-) -> None:
+@dataclass
+class PgPair:
+    target: Target
+    primary: Any  # the containers, as the engine returned them
+    replica: Any
+    url: dict[str, str]
+
+
+@pytest.fixture
+def pg_pair(tmp_path: Path, podman_engine: Podman) -> Iterator[PgPair]:
+    """A PostgreSQL primary (server1) and its streaming replica (server2), each a container."""
     import psycopg
 
     data = Path(tempfile.mkdtemp(prefix="gameday-pg-", dir="/tmp"))
@@ -424,36 +431,84 @@ def test_database_failover_promotes_the_replica_container(
             tmp_path, {s: podman_engine.address for s in PG_PORTS}, projects,
             server1=database, server2=database,
         )  # fmt: skip
-        target = load_target(str(path))
-        fault = fault_class("database-failover", "docker")(target, {})
-        assert not fault.in_effect()
-        journal = Journal(target)
-        with FaultSession(log=lambda _: None, signals=False) as session:
-            t0 = time.monotonic()
-            session.inject(fault, journal=journal, run_id="r", history=None, clock=Clock(),
-                           dry_run=False)  # fmt: skip
-            print(f"database-failover: stop + promote took {time.monotonic() - t0:.2f} s")
-            # The engine: the primary's container stopped. PostgreSQL: the replica is primary.
-            assert state(podman_engine, containers[0].id)["Status"] == "exited"
-            with psycopg.connect(url["server2"], autocommit=True) as conn:
-                assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
-                conn.execute("CREATE TABLE promoted_ok (x int)")
-            [entry] = journal.pending()
-            assert entry.params["primary_server"] == "server1"
-            assert entry.params["replica_server"] == "server2"
-            assert "stays stopped" in entry.params["not_undone"]
-        # Heal leaves the old primary stopped (no second primary) and the new one primary.
-        assert state(podman_engine, containers[0].id)["Status"] == "exited"
-        assert state(podman_engine, containers[1].id)["Status"] == "running"
-        assert fault.in_effect()  # one-way, and it says so
-        assert journal.pending() == []
-        # The next failover is refused: there is no replica left to promote.
-        with pytest.raises(FaultRefused, match="one database primary and one replica"):
-            fault_class("database-failover", "docker")(target, {}).preflight()
+        yield PgPair(load_target(str(path)), containers[0], containers[1], url)
     finally:
         for c in containers:
             c.remove(force=True)
         shutil.rmtree(data, ignore_errors=True)
+
+
+def _in_recovery(url: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    assert row is not None
+    return bool(row[0])
+
+
+@docker_only
+@pytest.mark.usefixtures("journal_dir")
+def test_database_failover_promotes_the_replica_container(
+    pg_pair: PgPair, podman_engine: Podman
+) -> None:
+    import psycopg
+
+    target, url = pg_pair.target, pg_pair.url
+    fault = fault_class("database-failover", "docker")(target, {})
+    assert not fault.in_effect()
+    journal = Journal(target)
+    with FaultSession(log=lambda _: None, signals=False) as session:
+        t0 = time.monotonic()
+        session.inject(fault, journal=journal, run_id="r", history=None, clock=Clock(),
+                       dry_run=False)  # fmt: skip
+        print(f"database-failover: stop + promote took {time.monotonic() - t0:.2f} s")
+        # The engine: the primary's container stopped. PostgreSQL: the replica is primary.
+        assert state(podman_engine, pg_pair.primary.id)["Status"] == "exited"
+        with psycopg.connect(url["server2"], autocommit=True) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+            conn.execute("CREATE TABLE promoted_ok (x int)")
+        [entry] = journal.pending()
+        assert entry.params["primary_server"] == "server1"
+        assert entry.params["replica_server"] == "server2"
+        assert entry.params["promoted"] == "yes"
+        assert "stays stopped" in entry.params["not_undone"]
+    # Heal leaves the old primary stopped (no second primary) and the new one primary.
+    assert state(podman_engine, pg_pair.primary.id)["Status"] == "exited"
+    assert state(podman_engine, pg_pair.replica.id)["Status"] == "running"
+    assert fault.in_effect()  # one-way, and it says so
+    assert journal.pending() == []
+    # The next failover is refused: there is no replica left to promote.
+    with pytest.raises(FaultRefused, match="one database primary and one replica"):
+        fault_class("database-failover", "docker")(target, {}).preflight()
+
+
+@docker_only
+@pytest.mark.usefixtures("journal_dir")
+def test_a_failover_whose_promotion_never_happened_heals_back_to_the_old_primary(
+    pg_pair: PgPair, podman_engine: Podman
+) -> None:
+    """The run dies (or the promotion fails) after the primary's container stopped and before
+    the replica was promoted: heal must not leave the deployment without a primary."""
+    cls = fault_class("database-failover", "docker")
+    fault = cls(pg_pair.target, {})
+    fault.preflight()
+    primary, replica = fault._pair()  # type: ignore[attr-defined]
+    fault.remember(
+        primary_server=primary.server.name, primary_container=primary.container_id,
+        replica_server=replica.server.name, replica_container=replica.container_id,
+    )  # fmt: skip
+    pg_pair.primary.stop(timeout=5)
+    assert state(podman_engine, pg_pair.primary.id)["Status"] == "exited"
+    assert _in_recovery(pg_pair.url["server2"])  # nobody promoted it
+
+    # What `gameday heal` does: a new fault from the journal's record.
+    cls.from_undo(pg_pair.target, fault.undo_params()).heal()
+    assert state(podman_engine, pg_pair.primary.id)["Status"] == "running"
+    assert poll_until(lambda: _pg_answers(pg_pair.url["server1"]), timeout=30)
+    assert not _in_recovery(pg_pair.url["server1"])  # the old primary is the primary again
+    assert _in_recovery(pg_pair.url["server2"])
+    assert not cls.from_undo(pg_pair.target, fault.undo_params()).in_effect()
 
 
 def _pg_answers(url: str) -> bool:

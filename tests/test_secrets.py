@@ -79,6 +79,8 @@ def test_redact_leaves_urls_without_password_unchanged(text: str) -> None:
         ("host=db password = s3cret port=5432", "host=db password = *** port=5432"),
         ("host=db password='my s3cret' dbname=shop", "host=db password=*** dbname=shop"),
         ("host=db PASSWORD=s3cret", "host=db PASSWORD=***"),
+        ("env PGPASSWORD=hunter2 psql", "env PGPASSWORD=*** psql"),
+        ('REDIS_PASSWORD="two words" redis-cli', "REDIS_PASSWORD=*** redis-cli"),
     ],
 )
 def test_redact_hides_keyword_dsn_passwords(text: str, expected: str) -> None:

@@ -159,6 +159,19 @@ def test_docker_example_follows_the_seed_topology(monkeypatch: pytest.MonkeyPatc
             "x.yaml: servers[0].docker.project: required but missing",
         ),
         (
+            MINIMAL + "load:\n  max_users: 0\n",
+            "x.yaml: load.max_users: Input should be greater than 0, got 0",
+        ),
+        (
+            MINIMAL + "servers:\n  - {name: s1, zone: a}\n  - {name: s1, zone: b}\n",
+            "x.yaml: servers[1].name: 's1' is used twice",
+        ),
+        (
+            MINIMAL + "aws:\n  region: eu-west-1\n  account_id: 123456789012\n",
+            "x.yaml: aws.account_id: Input should be a valid string, got 123456789012 (a number: "
+            "quote it",
+        ),
+        (
             docker_server("engine: 'ssh://u@h', project: p, database: {service: pg, failover: x}"),
             "x.yaml: servers[0].docker.database.failover: 'x' is not one of 'manual' or "
             "'automatic'",

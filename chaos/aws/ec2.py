@@ -53,7 +53,11 @@ def instances_of_zone(fault: AwsFault, zone_name: str) -> list[str]:
 def instance_states(fault: AwsFault, ids: list[str]) -> dict[str, str]:
     """Instance id -> EC2 state name ("running", "stopped"...); a missing one is "terminated"."""
     states = dict.fromkeys(ids, "terminated")
-    pages = fault.client("ec2").get_paginator("describe_instances").paginate(InstanceIds=ids)
+    # A filter, not InstanceIds=: asked by id, EC2 fails the whole call with
+    # InvalidInstanceID.NotFound once one instance is gone (an ASG replaced it), and heal would
+    # fail on every attempt; filtered, a gone instance is just not in the answer.
+    filters = [{"Name": "instance-id", "Values": ids}]
+    pages = fault.client("ec2").get_paginator("describe_instances").paginate(Filters=filters)
     for page in pages:
         for reservation in page["Reservations"]:
             for i in reservation["Instances"]:

@@ -151,6 +151,24 @@ def test_heal_leaves_an_instance_the_asg_terminated(account: Account, aws_target
     assert states(account)[ZONE_A] == "terminated"
 
 
+def test_heal_starts_the_rest_when_an_instance_is_gone_from_ec2(
+    account: Account, aws_target: Target
+) -> None:
+    """Real EC2 forgets a terminated instance after about an hour; asked by id, it then fails the
+    whole call (InvalidInstanceID.NotFound), as moto does at once. Heal must still start the
+    others, or the journal entry could never be healed."""
+    fault = StopServer(aws_target, {"zone": "a"})
+    fault.preflight()
+    fault.inject()
+    assert states(account)[ZONE_A] == "stopped"
+    gone = "i-0123456789abcdef0"  # an id this account never had
+    rebuilt = StopServer.from_undo(
+        aws_target, {**fault.undo_params(), "instances": f"{fault.params['instances']},{gone}"}
+    )
+    rebuilt.heal()
+    assert states(account)[ZONE_A] == "running"
+
+
 def test_dry_run_stops_nothing(account: Account, aws_target: Target) -> None:
     active = inject(
         StopServer(aws_target, {"zone": "a"}), journal=Journal(aws_target), run_id="dry",
