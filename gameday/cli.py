@@ -340,12 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from chaos.base import FaultError
     from lab.control import LabError
+    from lab.layout import LayoutError
 
     install_log_redaction()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except TargetError as exc:
+    except (TargetError, LayoutError) as exc:
         print(f"gameday: {redact(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (LabError, ValueError, FaultError) as exc:

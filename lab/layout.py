@@ -54,6 +54,10 @@ SERVERS = (LabServer("server1", "a", 1), LabServer("server2", "b", 2))
 CONTROL_GROUP = "control"  # the load balancer host: HAProxy, the pg monitor, the third sentinel
 
 
+class LayoutError(ValueError):
+    """A lab layout that cannot be: a base port out of range or not a number (bad input)."""
+
+
 @dataclass(frozen=True)
 class LabLayout:
     base_port: int
@@ -61,9 +65,19 @@ class LabLayout:
 
     @classmethod
     def from_env(cls, base_port: int | None = None, state_dir: str | None = None) -> LabLayout:
-        port = base_port or int(os.environ.get("GAMEDAY_LAB_BASE_PORT", DEFAULT_BASE_PORT))
+        if base_port:
+            port, source = base_port, "--base-port"
+        else:
+            raw = os.environ.get("GAMEDAY_LAB_BASE_PORT", str(DEFAULT_BASE_PORT)).strip()
+            source = "GAMEDAY_LAB_BASE_PORT"
+            try:
+                port = int(raw)
+            except ValueError:
+                raise LayoutError(f"{source}={raw!r} is not a port number") from None
         if not 1024 < port < 65535 - PORT_BLOCK:
-            raise ValueError(f"lab base port {port} is outside 1025..{65535 - PORT_BLOCK}")
+            raise LayoutError(
+                f"lab base port {port} ({source}) is outside 1025..{65535 - PORT_BLOCK}"
+            )
         folder = state_dir or os.environ.get("GAMEDAY_LAB_DIR") or f"/tmp/gameday-lab-{port}"
         return cls(base_port=port, state_dir=Path(folder))
 

@@ -100,3 +100,21 @@ def test_failed_component_is_named_with_its_log(
     message = str(info.value)
     assert "haproxy" in message
     assert str(own_layout.log_dir / "haproxy.log") in message
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "line"),
+    [(["lab", "target", "--base-port", "80"], {},
+      "gameday: lab base port 80 (--base-port) is outside 1025..65485"),
+     (["lab", "status"], {"GAMEDAY_LAB_BASE_PORT": "abc"},
+      "gameday: GAMEDAY_LAB_BASE_PORT='abc' is not a port number")],
+)  # fmt: skip
+def test_a_bad_base_port_is_bad_input_in_one_line(
+    argv: list[str], env: dict[str, str], line: str
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "gameday.cli", *argv], env={**os.environ, **env},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == line and proc.stdout == ""
