@@ -719,24 +719,19 @@ class DatabaseFailover(_DockerFault):
             self._wait_state(container, db, "in production", PROMOTE_TIMEOUT_SEC)
         if manual:
             return  # see the docstring: starting the old primary would make two primaries
-        with self._container("primary") as (name, db, old):
-            old.reload()
-            if old.status == "paused":
-                old.unpause()
-            elif old.status != "running":
-                old.start()
-            self._wait_state(old, db, "in archive recovery", FAILOVER_TIMEOUT_SEC)
-            _, host = docker_server(self.target, name)
-            wait_healthy(old, timeout=host.health_timeout_sec, who=f"server {name}")
+        # The failover manager makes the old primary a replica of the new one.
+        self._restart_old_primary("in archive recovery", FAILOVER_TIMEOUT_SEC)
 
-    def _restart_old_primary(self) -> None:
+    def _restart_old_primary(
+        self, want: str = "in production", timeout: float = PROMOTE_TIMEOUT_SEC
+    ) -> None:
         with self._container("primary") as (name, db, old):
             old.reload()
             if old.status == "paused":
                 old.unpause()
             elif old.status != "running":
                 old.start()
-            self._wait_state(old, db, "in production", PROMOTE_TIMEOUT_SEC)
+            self._wait_state(old, db, want, timeout)
             _, host = docker_server(self.target, name)
             wait_healthy(old, timeout=host.health_timeout_sec, who=f"server {name}")
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import importlib
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +16,30 @@ from lab import control, health
 from lab.layout import LabLayout
 from lab.wait import poll_until
 from tests.podman import Podman, PodmanUnavailable, start_podman
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def entrypoint() -> Iterator[str]:
+    """A stand-in entrypoint on loopback that answers 200 "ok" to any GET."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="session")

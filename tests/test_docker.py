@@ -6,7 +6,6 @@ exited, paused or killed, and running (healthy) again after heal. Ports: 17600-1
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
@@ -14,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -538,22 +536,11 @@ Feature: Docker faults in the scenarios' words
 """
 
 
-class _Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @docker_only
 @pytest.mark.usefixtures("journal_dir")
 @pytest.mark.parametrize(("config", "survives"), [("seed", True), ("none", False)])
 def test_scenarios_run_the_docker_faults_end_to_end(
-    pytester: pytest.Pytester, podman_engine: Podman, config: str, survives: bool
+    pytester: pytest.Pytester, podman_engine: Podman, entrypoint: str, config: str, survives: bool
 ) -> None:
     port = {"seed": 17612, "none": 17613}[config]
     proj = f"gd-{os.getpid()}-bdd-{config}"
@@ -571,8 +558,6 @@ def test_scenarios_run_the_docker_faults_end_to_end(
             command=["/bin/httpd", "-f", "-p", f"127.0.0.1:{port + 10}", "-h", "/tmp"],
         ),
     ]  # fmt: skip
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         assert poll_until(lambda: _pings(f"redis://127.0.0.1:{port}/0"), timeout=30)
         pytester.makeini((ROOT / "pytest.ini").read_text())
@@ -582,7 +567,7 @@ def test_scenarios_run_the_docker_faults_end_to_end(
         raw = {
             "name": f"bdd-{config}",
             "provider": "docker",
-            "entrypoint": {"url": f"http://127.0.0.1:{server.server_address[1]}"},
+            "entrypoint": {"url": entrypoint},
             "cache": {"url": f"redis://127.0.0.1:{port}/0"},
             "servers": [{"name": "server1", "zone": "a", "docker": {
                 "engine": podman_engine.address, "project": proj, "cache_service": "redis",
@@ -616,8 +601,6 @@ def test_scenarios_run_the_docker_faults_end_to_end(
             c.name: "running" for c in containers
         }
     finally:
-        server.shutdown()
-        server.server_close()
         for c in containers:
             c.remove(force=True)
 

@@ -7,12 +7,13 @@ each reply came (the run's clock); `keys_present` reads which of them the cache 
 
 from __future__ import annotations
 
-import time
+import threading
 import uuid
 from collections.abc import Sequence
 
 from gameday.checks.cache import CacheWrite
 from gameday.clock import Clock
+from gameday.probes.schedule import FixedRate, Tick
 
 KEY_TTL_SEC = 3600
 SOCKET_TIMEOUT_SEC = 2.0
@@ -30,23 +31,27 @@ def write_keys(
     run = uuid.uuid4().hex[:8]
     client = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_SEC)
     writes: list[CacheWrite] = []
-    interval = 1.0 / rate
-    end = time.monotonic() + seconds
-    seq = 0
-    try:
-        while time.monotonic() < end:
-            key = f"{prefix}:{run}:{seq}"
-            seq += 1
-            try:
-                client.set(key, f"{clock.now():.6f}", ex=KEY_TTL_SEC)
-            except redis.RedisError:
-                time.sleep(interval)  # a refused connection fails at once: keep the pace
-                continue
+    lock = threading.Lock()
+
+    def write(tick: Tick) -> None:
+        key = f"{prefix}:{run}:{tick.seq}"
+        try:
+            client.set(key, f"{clock.now():.6f}", ex=KEY_TTL_SEC)
+        except redis.RedisError:
+            return
+        with lock:
             writes.append(CacheWrite(key, clock.now()))
-            time.sleep(interval)
+
+    # The probes' own schedule: a refused connection fails at once and must not speed it up.
+    schedule = FixedRate(
+        write, rate=rate, clock=clock, timeout_sec=SOCKET_TIMEOUT_SEC,
+        limit=max(1, round(rate * seconds)), name="cache-keys",
+    )  # fmt: skip
+    try:
+        schedule.start().join()
     finally:
         client.close()
-    return writes
+    return sorted(writes, key=lambda w: w.acked_at)
 
 
 def keys_present(url: str, keys: Sequence[str]) -> set[str]:
