@@ -438,20 +438,45 @@ ROLES = ("load_balancer", "database", "cache", "servers")
 
 
 def resolve_target_path(name_or_path: str) -> Path:
-    """`lab` means targets/lab.yaml; anything with a slash or a suffix is a path."""
+    """`docker-lab` means targets/docker-lab.yaml; anything with a slash or a suffix is a path."""
     if "/" in name_or_path or name_or_path.endswith((".yaml", ".yml")):
         return Path(name_or_path)
     return TARGETS_DIR / f"{name_or_path}.yaml"
 
 
+def _lab_target_text() -> tuple[str, str]:
+    """The target of the lab on *this* shell's base port ($GAMEDAY_LAB_BASE_PORT), and how to
+    name it in messages.
+
+    targets/lab.yaml is the same text for the default port; reading that file instead would
+    send `--target lab` (and `gameday heal --target lab`) to the lab on 17400 while the user's
+    lab runs on another block, breaking or "healing" somebody else's lab.
+    """
+    from lab.layout import LabLayout, LayoutError
+    from lab.target import render_target
+
+    try:
+        layout = LabLayout.from_env()
+    except LayoutError as exc:
+        raise TargetError(f"{DEFAULT_TARGET}: {exc}") from None
+    return render_target(layout), f"lab (base port {layout.base_port})"
+
+
 def load_target(name_or_path: str) -> Target:
+    if name_or_path == DEFAULT_TARGET:
+        text, shown = _lab_target_text()
+        return _parse_target(text, shown)
     path = resolve_target_path(name_or_path)
     shown = _shown(path)
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in TARGETS_DIR.glob("*.yaml")))
         raise TargetError(f"{shown}: no such target file (known targets: {known})")
+    return _parse_target(path.read_text(), shown)
+
+
+def _parse_target(text: str, shown: str) -> Target:
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

@@ -53,6 +53,18 @@ def running_lab() -> Iterator[LabLayout]:
         control.down(layout)
 
 
+def lab_target_text() -> str:
+    """The target file of the lab on this process's base port (what `--target lab` loads).
+
+    Tests that need a variant of the lab's target start from this text, never from
+    targets/lab.yaml, so that a lab on another port block ($GAMEDAY_LAB_BASE_PORT) is the one
+    they reach.
+    """
+    from lab.target import render_target
+
+    return render_target(LabLayout.from_env())
+
+
 def wait_until(what: str, ready: Callable[[], bool], timeout: float = 60.0) -> None:
     def ready_yet() -> bool:
         try:

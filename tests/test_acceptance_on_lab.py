@@ -14,7 +14,7 @@ import pytest
 
 from lab import control, health
 from lab.layout import SERVERS, LabLayout
-from tests.conftest import lab_healthy, wait_until
+from tests.conftest import lab_healthy, lab_target_text, wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +87,7 @@ def _no_streaming_standby(layout: LabLayout) -> bool:
 def test_target_without_cache_skips_cache_scenarios_with_reason(
     running_lab: LabLayout, tmp_path: Path
 ) -> None:
-    lab_yaml = (ROOT / "targets" / "lab.yaml").read_text()
+    lab_yaml = lab_target_text()
     head, _, rest = lab_yaml.partition("\ncache:\n")
     _, _, tail = rest.partition("\nservers:\n")
     no_cache = tmp_path / "lab-without-cache.yaml"
@@ -99,17 +99,17 @@ def test_target_without_cache_skips_cache_scenarios_with_reason(
 
 
 def test_unreachable_entrypoint_refuses_in_one_line(tmp_path: Path) -> None:
-    lab_yaml = (ROOT / "targets" / "lab.yaml").read_text()
+    layout = LabLayout.from_env()
+    lab_yaml = lab_target_text()
     # A generic target at a loopback port nothing listens on (the lab block's last port).
     down = tmp_path / "down.yaml"
     down.write_text(
         lab_yaml.replace("provider: lab", "provider: generic").replace(
-            "url: http://127.0.0.1:17400", "url: http://127.0.0.1:17449"
+            f"url: {layout.entrypoint_url}\n", f"url: http://127.0.0.1:{layout.base_port + 49}\n"
         )
     )
     result = run_features("features/acceptance/", "--target", str(down))
     assert result.returncode == 2
-    assert "down.yaml: entrypoint.url: http://127.0.0.1:17449/health does not answer" in (
-        result.stdout
-    )
+    unused = f"http://127.0.0.1:{layout.base_port + 49}/health"
+    assert f"down.yaml: entrypoint.url: {unused} does not answer" in result.stdout
     assert "passed" not in result.stdout and "failed" not in result.stdout

@@ -30,8 +30,9 @@ import redis
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 REDIS_SERVER = shutil.which("redis-server")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# Below the lab's port blocks (17400+, 17450+, the Docker lab's 17650-17692).
-PG_PORT, REDIS_PORT, APP_PORT = 17380, 17381, 17382
+# Below the lab's port blocks (base+0.., base+50.., the Docker lab's 17650-17692).
+_BELOW = int(os.environ.get("GAMEDAY_LAB_BASE_PORT", "17400")) - 20
+PG_PORT, REDIS_PORT, APP_PORT = _BELOW, _BELOW + 1, _BELOW + 2
 DB_URL = f"postgresql://postgres@127.0.0.1:{PG_PORT}/postgres"
 REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
 APP_URL = f"http://127.0.0.1:{APP_PORT}"

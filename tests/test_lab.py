@@ -17,8 +17,9 @@ from lab.layout import LabLayout
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
-# A block of its own, so these tests never disturb the shared lab on the default block.
-OWN_BASE_PORT = 17450
+# A block of its own, next to the shared lab's (whatever block $GAMEDAY_LAB_BASE_PORT names),
+# so these tests never disturb it.
+OWN_BASE_PORT = LabLayout.from_env().base_port + 50
 
 
 @pytest.fixture

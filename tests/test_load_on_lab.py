@@ -19,6 +19,7 @@ from gameday.history import Sample, read_history
 from gameday.report import load_verdicts
 from gameday.target import LoadBalancer, load_target
 from lab.layout import LabLayout
+from tests.conftest import lab_target_text
 
 pytestmark = [pytest.mark.lab, pytest.mark.load, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,7 +159,7 @@ def test_a_load_past_the_target_cap_is_refused_before_locust_starts(
     running_lab: LabLayout, tmp_path: Path
 ) -> None:
     capped = tmp_path / "lab-capped.yaml"
-    lab_yaml = (ROOT / "targets" / "lab.yaml").read_text()
+    lab_yaml = lab_target_text()
     assert "max_users: 200\n" in lab_yaml
     capped.write_text(lab_yaml.replace("max_users: 200\n", "max_users: 10\n"))
     proc = pytest_run(

@@ -28,7 +28,7 @@ from gameday.probes.writes import LedgerProbe
 from gameday.target import load_target
 from lab import control, health
 from lab.layout import SERVERS, LabLayout
-from tests.conftest import lab_healthy, wait_until
+from tests.conftest import lab_healthy, lab_target_text, wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,9 +58,7 @@ def roles(layout: LabLayout) -> tuple[object, ...]:
 def test_destructive_scenarios_need_opt_in(running_lab: LabLayout, tmp_path: Path) -> None:
     no_opt_in = tmp_path / "lab-no-opt-in.yaml"
     no_opt_in.write_text(
-        (ROOT / "targets" / "lab.yaml")
-        .read_text()
-        .replace("allow_destructive: true", "allow_destructive: false")
+        lab_target_text().replace("allow_destructive: true", "allow_destructive: false")
     )
     before = roles(running_lab)
     proc = pytest_run("features/resilience/", "--target", str(no_opt_in))

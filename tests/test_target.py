@@ -44,6 +44,22 @@ def test_committed_lab_target_is_the_rendered_default_layout() -> None:
     assert (ROOT / "targets" / "lab.yaml").read_text() == expected
 
 
+def test_lab_name_means_the_lab_of_this_shells_base_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A second lab on 18400: `--target lab` must reach it, never the lab on 17400.
+    monkeypatch.setenv("GAMEDAY_LAB_BASE_PORT", "18400")
+    target = load_target("lab")
+    assert target.lab is not None and target.lab.base_port == 18400
+    assert target.entrypoint.url == "http://127.0.0.1:18400"
+    assert target.database is not None and ":17421" not in target.database.writer_url
+    assert target.source == "lab (base port 18400)"
+
+
+def test_lab_name_with_a_bad_base_port_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAMEDAY_LAB_BASE_PORT", "99999")
+    with pytest.raises(TargetError, match=r"^lab: lab base port 99999 .* is outside"):
+        load_target("lab")
+
+
 def test_lab_target_loads_with_every_role() -> None:
     target = load_target("lab")
     assert target.provider == "lab"
