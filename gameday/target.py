@@ -433,6 +433,32 @@ class Target(_Model):
     def zones(self) -> list[str]:
         return sorted({s.zone for s in self.servers})
 
+    def identity(self) -> str:
+        """What deployment this is, whatever the file calls it: the lab's port block, the
+        Docker engines and projects, the AWS account, region and resources, else the
+        entrypoint. Undo journals and game-day leases are keyed by it, so a fault made on one
+        deployment is never "healed" on another that shares its name.
+        """
+        if self.provider == "lab":
+            port = self.lab.base_port if self.lab else LabSettings().base_port
+            return f"lab 127.0.0.1:{port}"
+        if self.provider == "docker":
+            hosts = sorted(
+                f"{s.docker.engine}#{s.docker.project}" for s in self.servers if s.docker
+            )
+            return "docker " + ",".join(hosts)
+        if self.provider == "aws" and self.aws is not None:
+            a = self.aws
+            db = a.database
+            resources = [
+                a.vpc_id or "",
+                (db.instance_id or db.aurora_cluster_id or "") if db else "",
+                a.cache.replication_group_id if a.cache else "",
+            ]
+            endpoint = f" {a.endpoint_url}" if a.endpoint_url else ""
+            return f"aws {a.account_id or '?'} {a.region}{endpoint} " + "/".join(resources)
+        return f"{self.provider} {redact(self.entrypoint.url)}"
+
 
 ROLES = ("load_balancer", "database", "cache", "servers")
 

@@ -54,6 +54,19 @@ def test_lab_name_means_the_lab_of_this_shells_base_port(monkeypatch: pytest.Mon
     assert target.source == "lab (base port 18400)"
 
 
+def test_identity_names_the_deployment_not_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GAMEDAY_LAB_BASE_PORT", "18400")
+    assert load_target("lab").identity() == "lab 127.0.0.1:18400"
+    monkeypatch.setenv("GAMEDAY_LAB_BASE_PORT", "17400")
+    assert load_target("lab").identity() == "lab 127.0.0.1:17400"
+    # Two files, one name, two deployments: two identities.
+    one = load_target(str(write(tmp_path, MINIMAL, "one.yaml")))
+    other = load_target(str(write(tmp_path, MINIMAL.replace(":9/", ":10/"), "other.yaml")))
+    assert one.name == other.name and one.identity() != other.identity()
+
+
 def test_lab_name_with_a_bad_base_port_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GAMEDAY_LAB_BASE_PORT", "99999")
     with pytest.raises(TargetError, match=r"^lab: lab base port 99999 .* is outside"):
