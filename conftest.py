@@ -3,9 +3,10 @@
 pytest_plugins = [
     "pytester",  # the harness's own tests of its pytest wiring
     "gameday.pytest_plugin",
+    "chaos.pytest_plugin",
     "steps.deployment",
     "steps.data",
-    "steps.faults",  # before steps.load, which uses its judge()
+    "steps.faults",
     "steps.load",
     "steps.aws",
 ]

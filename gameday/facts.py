@@ -16,10 +16,11 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, cast
+from urllib.parse import quote
 
 import httpx
 
-from gameday.target import Cache, Database, LoadBalancer, Target
+from gameday.target import Cache, Database, LoadBalancer, Orders, Target
 
 
 @dataclass(frozen=True)
@@ -71,14 +72,26 @@ def health(target: Target) -> HttpAnswer:
         return request(client, target, "GET", target.entrypoint.health_path)
 
 
-def rotation_sample(target: Target, requests: int) -> tuple[Counter[str], list[HttpAnswer]]:
-    """Who answered `requests` health checks through the entrypoint."""
-    answers: list[HttpAnswer] = []
+@dataclass(frozen=True)
+class Rotation:
+    """Who answered a series of health checks through the entrypoint: 200s by the server the
+    served-by header named, every other answer by what it was ("404", "ConnectTimeout")."""
+
+    answered: Counter[str]
+    refused: Counter[str]
+
+
+def rotation_sample(target: Target, requests: int) -> Rotation:
+    answered: Counter[str] = Counter()
+    refused: Counter[str] = Counter()
     with _client(target) as client:
         for _ in range(requests):
-            answers.append(request(client, target, "GET", target.entrypoint.health_path))
-    seen = Counter(a.served_by or "(unknown)" for a in answers if a.status == 200)
-    return seen, answers
+            a = request(client, target, "GET", target.entrypoint.health_path)
+            if a.status == 200:
+                answered[a.served_by or "(unknown)"] += 1
+            else:
+                refused[str(a.status) if a.status is not None else a.error or "no answer"] += 1
+    return Rotation(answered, refused)
 
 
 def _lb_stats(lb: LoadBalancer) -> list[dict[str, str]]:
@@ -174,22 +187,73 @@ class OrderReadBack:
     replica_attempts: int
 
 
+@dataclass(frozen=True)
+class WriteRequest:
+    """One write of the target's write API (`app.orders`), ready to send."""
+
+    method: str
+    path: str
+    json: Any
+    headers: dict[str, str]
+
+
+def write_request(orders: Orders, unique: str) -> WriteRequest:
+    """The request that writes once, `unique` being the harness's own key for it: the id
+    itself when the client chooses ids, else the idempotency key (if the API takes one)."""
+    headers = {orders.idempotency_header: unique} if orders.idempotency_header else {}
+    if orders.id_from == "client":
+        path = _fill(orders.create_path, quote(unique, safe=""))
+        return WriteRequest(orders.method, path, _fill(orders.body, unique), headers)
+    return WriteRequest(orders.method, orders.create_path, orders.body, headers)
+
+
+def written_id(orders: Orders, unique: str, status: int, body: Any) -> str | None:
+    """The id an acknowledged write can be read back by; None: not acknowledged, or the
+    answer does not say which id (then the write's fate is unknown)."""
+    if not orders.acknowledged(status):
+        return None
+    if orders.id_from == "client":
+        return unique
+    value = body.get(orders.id_field) if isinstance(body, dict) else None
+    return None if value is None else str(value)
+
+
+def read_path(orders: Orders, written: str, *, consistent: bool) -> str:
+    path = orders.read_path.replace("{id}", quote(written, safe=""))
+    if consistent and orders.consistent_read_query:
+        return f"{path}?{orders.consistent_read_query}"
+    return path
+
+
+def _fill(value: Any, unique: str) -> Any:
+    # {id} in the path (quoted by the caller) and in any string of the body.
+    if isinstance(value, str):
+        return value.replace("{id}", unique)
+    if isinstance(value, dict):
+        return {k: _fill(v, unique) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, unique) for v in value]
+    return value
+
+
 def write_and_read_order(target: Target, within_sec: float) -> OrderReadBack:
-    """POST an order, read it at once consistently, then poll the default read path."""
+    """Write once through the write API, read it back at once consistently, then poll the
+    default read path (the replica, where reads go) until it is there too."""
     orders = target.app.orders
     assert orders is not None
-    key = f"gameday-{uuid.uuid4()}"
+    unique = f"gameday-{uuid.uuid4()}"
     with _client(target) as client:
-        created = request(
-            client, target, "POST", orders.create_path,
-            json=orders.body, headers={orders.idempotency_header: key},
-        )  # fmt: skip
-        body = created.body if isinstance(created.body, dict) else {}
-        order_id = body.get(orders.id_field)
-        if created.status is None or not 200 <= created.status < 300 or order_id is None:
+        req = write_request(orders, unique)
+        created = request(client, target, req.method, req.path, json=req.json, headers=req.headers)
+        order_id = (
+            None
+            if created.status is None
+            else written_id(orders, unique, created.status, created.body)
+        )
+        if order_id is None:
             return OrderReadBack(created, None, None, None, 0)
-        path = orders.read_path.format(id=order_id)
-        consistent = request(client, target, "GET", f"{path}?{orders.consistent_read_query}")
+        path = read_path(orders, order_id, consistent=False)
+        consistent = request(client, target, "GET", read_path(orders, order_id, consistent=True))
         started = time.monotonic()
         attempts = 0
         while True:
@@ -290,14 +354,16 @@ def cache_aside_rounds(target: Target, cache: Cache, rounds: int) -> list[CacheA
     Evicting is safe for a cache-aside cache (the next read refills it) and makes the first
     read a true miss whatever traffic came before.
     """
+    product_path, product_key = target.app.product_path, target.app.product_key
+    assert product_path is not None and product_key is not None
     client_r = _redis(cache.url)
     out = []
     try:
         with _client(target) as client:
             for i in range(rounds):
                 pid = target.app.product_id + i
-                client_r.delete(target.app.product_key.format(id=pid))
-                path = target.app.product_path.format(id=pid)
+                client_r.delete(product_key.format(id=pid))
+                path = product_path.format(id=pid)
                 first = request(client, target, "GET", path)
                 second = request(client, target, "GET", path)
                 out.append(CacheAsideRound(pid, first, second))

@@ -34,11 +34,20 @@ from typing import Any, ClassVar, Literal, TypeAlias, cast, get_args
 
 from gameday.clock import Clock
 
-ErrorKind: TypeAlias = Literal["timeout", "refused", "reset", "dns", "http", "other"]
+# "silent": not an answer but its absence: the probe sent nothing when it was due (it stalled
+# or died); checks put such samples into a probe's record where it fell silent.
+ErrorKind: TypeAlias = Literal["timeout", "refused", "reset", "dns", "http", "silent", "other"]
 # Jepsen's three outcomes of a write: "ok" acknowledged, "fail" definitely not applied,
 # "info" unknown (e.g. a timeout after the request was sent: it may or may not have applied).
 Outcome: TypeAlias = Literal["ok", "fail", "info"]
 FaultPhase: TypeAlias = Literal["inject-start", "inject-end", "heal-start", "heal-end", "abort"]
+
+# Names of the marks the engine itself puts on a run's timeline (the report draws them).
+MARK_SCENARIO_START = "scenario-start"
+MARK_SCENARIO_END = "scenario-end"
+MARK_RECOVERED = "recovered"
+MARK_HEAL_FAILED = "heal-failed"
+MARK_LOCUST_SUMMARY = "locust-summary"
 
 ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)

@@ -9,6 +9,7 @@ target.
 
 from __future__ import annotations
 
+import json
 import types
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gameday.run import Run, ScenarioResult
+from gameday.needs import declared_needs, first_unmet
+from gameday.run import Run
 from gameday.scenario import Scenario
 from gameday.secrets import install_log_redaction, redact
 from gameday.target import DEFAULT_TARGET, Target, TargetError, load_target
@@ -34,6 +36,7 @@ class GamedaySession:
     allow_destructive: bool
     dry_run: bool
     keep_lab: bool
+    plan_file: str | None = None
     target: Target | None = None
     lab_started: bool = False
     run: Run | None = None
@@ -67,6 +70,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="leave the lab running after the session when this session started it",
     )
+    group.addoption(
+        "--gameday-plan",
+        metavar="FILE",
+        default=None,
+        help="run nothing: write, for each scenario, whether it would run on the target or "
+        "why it would be skipped, as JSON lines (what `gameday target check` shows)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -77,6 +87,7 @@ def pytest_configure(config: pytest.Config) -> None:
         allow_destructive=config.getoption("--allow-destructive"),
         dry_run=config.getoption("--dry-run"),
         keep_lab=config.getoption("--keep-lab"),
+        plan_file=config.getoption("--gameday-plan"),
     )
 
 
@@ -111,6 +122,15 @@ def _is_scenario(item: pytest.Item) -> bool:
     return item.path.suffix == ".feature"
 
 
+def scenario_title(item: pytest.Item) -> str:
+    """The scenario's name as the feature file writes it."""
+    from pytest_bdd.scenario import scenario_wrapper_template_registry
+
+    func = getattr(item, "obj", None)
+    template = scenario_wrapper_template_registry.get(func) if callable(func) else None
+    return str(template.name) if template is not None else item.name
+
+
 # -- the target and the lab for the session ------------------------------------------------
 
 
@@ -123,6 +143,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     except TargetError as exc:
         pytest.exit(redact(str(exc)), returncode=EXIT_BAD_INPUT)
     target = state.target
+    if state.plan_file is not None:
+        return  # a plan touches nothing: no lab, no entrypoint, no run
+    _gate_destructive(session, state, target)
     say = live_writer(session.config)
     if target.provider == "lab":
         _ensure_lab(state, target, say)
@@ -130,22 +153,79 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if problem:
         pytest.exit(f"{target.source}: entrypoint.url: {problem}", returncode=EXIT_BAD_INPUT)
     say(f"target {target.name} ({target.provider}) at {redact(target.entrypoint.url)}")
-    _gate_destructive(session, state, target)
-    state.run = Run.start(target)
+    state.run = Run.start(
+        target, allow_destructive=state.allow_destructive or target.allow_destructive
+    )
+    for item in session.items:
+        if _is_scenario(item):
+            state.run.result(item.nodeid, scenario_title(item))
     say(f"run {state.run.run_id}: history in {state.run.folder / 'history.jsonl'}")
 
 
 def _gate_destructive(session: pytest.Session, state: GamedaySession, target: Target) -> None:
-    """Destructive scenarios run only with an opt-in; otherwise they are skipped, saying why."""
+    """Destructive scenarios run only with an opt-in; otherwise they are skipped, saying why.
+
+    This is courtesy, by tag; the opt-in is enforced where a fault is injected
+    (chaos.scenario), whatever a feature's tags say.
+    """
     if state.allow_destructive or target.allow_destructive or state.dry_run:
         return
-    reason = (
-        f"destructive scenario: pass --allow-destructive or set allow_destructive: true "
-        f"in {target.source}"
-    )
+    reason = destructive_refusal(target)
     for item in session.items:
         if _is_scenario(item) and item.get_closest_marker("destructive"):
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def destructive_refusal(target: Target) -> str:
+    return (
+        f"destructive scenario: pass --allow-destructive or set allow_destructive: true "
+        f"in {target.source}"
+    )
+
+
+# -- what each scenario needs, asked before it starts ------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_bdd_before_scenario(request: pytest.FixtureRequest, feature: Any, scenario: Any) -> None:
+    """Skip a scenario whose steps need what the target lacks, before its first step (so
+    before any probe starts or fault is injected), with one line saying what is missing."""
+    from pytest_bdd.scenario import get_step_function
+
+    state = request.config.stash.get(SESSION_KEY, None)
+    if state is None or state.target is None:
+        return
+    steps = []
+    for step in scenario.steps:
+        context = get_step_function(request, step)
+        if context is None:
+            continue  # pytest-bdd reports the missing step definition itself
+        args = context.parser.parse_arguments(step.name) or {}
+        steps.append((declared_needs(context.step_func), args))
+    reason = first_unmet(state.target, steps)
+    if state.plan_file is not None:
+        opted_in = state.allow_destructive or state.target.allow_destructive
+        if reason is None and request.node.get_closest_marker("destructive") and not opted_in:
+            reason = destructive_refusal(state.target)
+        _write_plan(state.plan_file, request.node, scenario.name, reason)
+        pytest.skip("plan only")
+    if reason:
+        pytest.skip(reason)
+
+
+def _write_plan(path: str, node: pytest.Item, title: str, reason: str | None) -> None:
+    line = {"nodeid": node.nodeid, "title": title, "runs": reason is None, "reason": reason}
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:
+    """In a plan, a scenario skipped by tag (destructive without opt-in) is a plan line too."""
+    state = session.config.stash.get(SESSION_KEY, None)
+    if state is None or state.plan_file is None:
+        return
+    open(state.plan_file, "w").close()
 
 
 def live_writer(config: pytest.Config) -> Callable[[str], None]:
@@ -216,26 +296,34 @@ class ScenarioOutcomes:
         state = self.config.stash.get(SESSION_KEY, None)
         if state is None or state.run is None:
             return
-        results = {r.nodeid: r for r in state.run.scenarios}
-        result = results.get(report.nodeid)
-        if result is None:
-            result = ScenarioResult(report.nodeid, report.nodeid.partition("::")[2])
-            state.run.scenarios.append(result)
+        result = state.run.result(report.nodeid)
+        result.began = True
         result.duration_sec += report.duration
         if report.failed:
-            result.outcome = "failed"
+            # A failed teardown (a heal that failed) after a passed call fails the scenario.
+            result.outcome = "error" if report.when == "setup" else "failed"
             lines = report.longreprtext.strip().splitlines()
             result.message = lines[-1] if lines else ""
-        elif report.skipped and result.outcome != "failed":
+        elif report.skipped and result.outcome not in ("failed", "error"):
             result.outcome = "skipped"
             longrepr = report.longrepr
             result.message = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+        elif report.passed and report.when == "call":
+            result.outcome = "passed"
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After every fixture's teardown (pytest's own sessionfinish tears them down, and with
+    them the faults heal into the history): close the run and write its report."""
     state = session.config.stash.get(SESSION_KEY, None)
-    if state is not None and state.run is not None:
-        report = state.run.finish()
+    if state is not None and state.run is not None and not state.run.writer.closed:
+        interrupted = (
+            "the run was interrupted (Ctrl-C or SIGTERM)"
+            if exitstatus == pytest.ExitCode.INTERRUPTED
+            else None
+        )
+        report = state.run.finish(interrupted=interrupted)
         state.notes.append(f"report: {report}")
     if state is None or not state.lab_started:
         return
@@ -267,16 +355,11 @@ def scenario(request: pytest.FixtureRequest, target: Target) -> Iterator[Scenari
     if state.run is None:
         pytest.skip("no run: scenarios need a target loaded at the start of the session")
     say = live_writer(request.config)
-    doc = getattr(request.node, "obj", None).__doc__ or request.node.name
-    title = doc.rpartition(": ")[2]
+    title = scenario_title(request.node)
+    state.run.result(request.node.nodeid, title).began = True
     scenario = Scenario.begin(state.run, request.node.nodeid, title, dry_run=state.dry_run, say=say)
-    results = {r.nodeid: r for r in state.run.scenarios}
-    if request.node.nodeid not in results:
-        state.run.scenarios.append(ScenarioResult(request.node.nodeid, title))
-    else:
-        results[request.node.nodeid].title = title
     yield scenario
-    scenario.end(request.node.stash.get(OUTCOME_KEY, "passed"))
+    scenario.end(request.node.stash.get(OUTCOME_KEY, "interrupted"))
 
 
 @pytest.fixture(scope="session")

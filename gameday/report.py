@@ -35,17 +35,27 @@ from typing import Any
 
 # failure_kind is the checks' own wording of a failure ("timeout", "http 503"): the page
 # counts failures by the same kinds that verdict messages name.
-from gameday.checks.history import (
+from gameday.checks.resilience import (
     PHASES,
     Window,
     failure_kind,
     latency_percentiles,
-    nearest_rank,
     phase_of,
     servers_by_phase,
 )
-from gameday.history import FaultEvent, History, Mark, ReadBack, Record, Sample
+from gameday.history import (
+    MARK_RECOVERED,
+    MARK_SCENARIO_END,
+    MARK_SCENARIO_START,
+    FaultEvent,
+    History,
+    Mark,
+    ReadBack,
+    Record,
+    Sample,
+)
 from gameday.secrets import redact
+from gameday.stats import nearest_rank
 from gameday.verdict import Verdict
 
 __all__ = [
@@ -53,10 +63,7 @@ __all__ = [
     "FAULT_COLOR",
     "MAX_MARKS",
     "OK_COLOR",
-    "RECOVERED",
     "REPORT_FILE",
-    "SCENARIO_END",
-    "SCENARIO_START",
     "VERDICTS_FILE",
     "VerdictRecord",
     "load_verdicts",
@@ -65,9 +72,6 @@ __all__ = [
 
 REPORT_FILE = "report.html"
 VERDICTS_FILE = "verdicts.json"
-SCENARIO_START = "scenario-start"
-SCENARIO_END = "scenario-end"
-RECOVERED = "recovered"
 # Most sample marks drawn in one chart: beyond a few thousand SVG nodes a page with many
 # charts gets slow to open, and the plot is only ~830 px wide anyway.
 MAX_MARKS = 2000
@@ -84,22 +88,31 @@ HALO = 'stroke="#fff" stroke-width="3" stroke-linejoin="round" paint-order="stro
 # -- verdicts --------------------------------------------------------------------------------
 
 
-def _json_safe(value: Any, where: str) -> Any:
-    """`value` as it will read back from JSON (tuples become lists, keys strings), with every
-    string redacted. Raises ValueError for what JSON cannot hold (NaN, objects)."""
+def json_safe(value: Any, where: str, *, strict: bool = True) -> Any:
+    """`value` as it will read back from JSON (tuples and sets become lists, keys strings),
+    with every string redacted. What JSON cannot hold (NaN, objects) raises ValueError, or
+    with `strict=False` becomes null (non-finite numbers) or its redacted text (objects):
+    a verdict's measurements must never be what fails a step."""
     if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError(f"{where}: {value} is not a JSON number")
+            if strict:
+                raise ValueError(f"{where}: {value} is not a JSON number")
+            return None
         return value
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, Mapping):
-        return {redact(str(k)): _json_safe(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise ValueError(f"{where}: {type(value).__name__} is not JSON-safe")
+        return {
+            redact(str(k)): json_safe(v, f"{where}.{k}", strict=strict) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
+        return [json_safe(v, f"{where}[{i}]", strict=strict) for i, v in enumerate(items)]
+    if strict:
+        raise ValueError(f"{where}: {type(value).__name__} is not JSON-safe")
+    return redact(str(value))
 
 
 @dataclass(frozen=True)
@@ -120,11 +133,12 @@ class VerdictRecord:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "message", redact(self.message))
-        object.__setattr__(self, "measured", _json_safe(dict(self.measured), "measured"))
+        object.__setattr__(self, "measured", json_safe(dict(self.measured), "measured"))
 
     @classmethod
     def from_verdict(cls, scenario: str, title: str, verdict: Verdict) -> VerdictRecord:
-        return cls(scenario, title, verdict.check, verdict.ok, verdict.message, verdict.measured)
+        measured = json_safe(dict(verdict.measured), "measured", strict=False)
+        return cls(scenario, title, verdict.check, verdict.ok, verdict.message, measured)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -181,7 +195,7 @@ def _time_of(record: Record) -> float:
 
 
 def _is_boundary(record: Record) -> bool:
-    return isinstance(record, Mark) and record.name in (SCENARIO_START, SCENARIO_END)
+    return isinstance(record, Mark) and record.name in (MARK_SCENARIO_START, MARK_SCENARIO_END)
 
 
 @dataclass(frozen=True)
@@ -207,7 +221,7 @@ def _scenarios(history: History, verdicts: Sequence[VerdictRecord]) -> list[_Sce
     times = [_time_of(r) for r in history.records]
     last = max(times, default=0.0)
     run_id = history.header.run_id
-    starts = [m for m in history.marks if m.name == SCENARIO_START]
+    starts = [m for m in history.marks if m.name == MARK_SCENARIO_START]
     if not starts:
         body = tuple(r for r in history.records if not _is_boundary(r))
         first = min(0.0, min(times, default=0.0))
@@ -220,7 +234,7 @@ def _scenarios(history: History, verdicts: Sequence[VerdictRecord]) -> list[_Sce
     by_id: dict[str, list[VerdictRecord]] = {}
     for v in verdicts:
         by_id.setdefault(v.scenario, []).append(v)
-    ends = [m for m in history.marks if m.name == SCENARIO_END]
+    ends = [m for m in history.marks if m.name == MARK_SCENARIO_END]
     used: set[int] = set()
     nodeids = [m.detail.get("scenario", f"scenario {i + 1}") for i, m in enumerate(starts)]
     # A scenario run twice (a rerun) shows its verdicts under its last run only.
@@ -644,7 +658,7 @@ def _probe_block(
     recoveries = [
         (m.at, f"recovered +{_num(m.at - _recovery_reference(m.at, scenario, windows))}s")
         for m in hist.marks
-        if m.name == RECOVERED and m.detail.get("probe", probe) == probe
+        if m.name == MARK_RECOVERED and m.detail.get("probe", probe) == probe
     ]
     heal_starts = [e for e in hist.fault_events if e.phase == "heal-start"]
     chart = _timeline(
@@ -748,7 +762,7 @@ def _events(scenario: _Scenario) -> str:
 def _ticks(scenario: _Scenario) -> list[_Tick]:
     ticks = []
     for m in scenario.history.marks:
-        if m.name == RECOVERED:
+        if m.name == MARK_RECOVERED:
             continue
         label = m.detail.get("event") or m.name
         tooltip = f"{_rel(m.at, scenario.start)} {m.name}"

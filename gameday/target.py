@@ -12,6 +12,7 @@ problem (`TargetError`), before anything is touched.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
@@ -94,14 +95,30 @@ class Entrypoint(_Model):
 
 
 class LoadBalancer(_Model):
-    """How to read the load balancer's view of its backends."""
+    """What the load balancer is, and how to read its view of its backends.
 
-    kind: Literal["haproxy", "alb"]
+    `haproxy` (stats page or socket: per-server state), `alb` (target health through the
+    AWS APIs), `nginx` (stub_status: counters, no per-server state) and `none` (anything
+    else: Traefik, Envoy, a CDN). Where no per-server state can be read, rotation is judged
+    from the served-by header alone.
+    """
+
+    kind: Literal["haproxy", "alb", "nginx", "none"]
     stats_url: HttpUrl | None = None
     stats_socket: str | None = None
+    # nginx's stub_status page (active connections, requests handled).
+    status_url: HttpUrl | None = None
     backend: str = "servers"
     # How long the load balancer takes to take a dead server out (checks x interval).
     detection_sec: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _fields_of_its_kind(self) -> LoadBalancer:
+        if (self.stats_url or self.stats_socket) and self.kind != "haproxy":
+            raise ValueError(f"stats_url/stats_socket: HAProxy's, not for kind {self.kind}")
+        if self.status_url and self.kind != "nginx":
+            raise ValueError(f"status_url: nginx's stub_status, not for kind {self.kind}")
+        return self
 
 
 class Database(_Model):
@@ -132,6 +149,23 @@ class Cache(_Model):
     sentinels: list[str] = []
     master_name: str | None = None
     persistence: Persistence | None = None
+    # Who promotes the replica: sentinel (with `sentinels`), managed (ElastiCache fails over
+    # by itself) or none (promotion by hand or by a declared fault). Default: sentinel when
+    # sentinels are listed, else none.
+    failover: Literal["sentinel", "managed", "none"] | None = None
+
+    @model_validator(mode="after")
+    def _sentinels_for_sentinel(self) -> Cache:
+        if self.failover == "sentinel" and not self.sentinels:
+            raise ValueError("failover: sentinel needs the sentinels' host:port in sentinels")
+        if self.sentinels and self.failover not in (None, "sentinel"):
+            raise ValueError(f"sentinels are listed but failover is {self.failover!r}")
+        return self
+
+    def failover_manager(self) -> str:
+        if self.failover is not None:
+            return self.failover
+        return "sentinel" if self.sentinels else "none"
 
 
 def _engine(value: str) -> str:
@@ -200,6 +234,10 @@ class DockerHost(_Model):
     start_order: list[str] = []
     database: DockerDatabase | None = None
     cache_service: str | None = None
+    # The port Redis listens on inside its container (6379 in the seed's Compose files).
+    cache_port: int = Field(default=6379, gt=0, lt=65536)
+    # The application's service ("the backend of server X is killed").
+    backend_service: str | None = Field(default=None, min_length=1)
     stop_timeout_sec: int = Field(default=10, ge=0, le=600)
     health_timeout_sec: float = Field(default=120.0, gt=0, le=1800)
     connect_timeout_sec: float = Field(default=5.0, gt=0, le=120)
@@ -223,12 +261,42 @@ class Server(_Model):
 
 
 class Orders(_Model):
+    """Any HTTP write API whose writes can be read back by id (the reference app's orders,
+    a `PUT /v1/notes/{id}`...): what the write probe and the order acceptance check send.
+
+    `id_from: answer` (the default): the server assigns the id and the answer carries it in
+    `id_field`. `id_from: client`: the harness makes a unique id and puts it where `{id}`
+    stands, in `create_path` (required there) and in any string of `body`.
+    """
+
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
     create_path: UrlPath = "/api/orders"
-    read_path: str = "/api/orders/{id}"
+    id_from: Literal["answer", "client"] = "answer"
+    read_path: UrlPath = "/api/orders/{id}"
     body: dict[str, Any] = {"item": "gameday-probe", "quantity": 1}
-    id_field: str = "id"
-    idempotency_header: str = "Idempotency-Key"
-    consistent_read_query: str = "consistent=true"
+    id_field: str = Field(default="id", min_length=1)
+    # The statuses that acknowledge a write (default: any 2xx).
+    success_codes: list[Annotated[int, Field(ge=100, le=599)]] | None = None
+    # null: the API has no idempotency keys (a write retried by the harness is never resent).
+    idempotency_header: str | None = Field(default="Idempotency-Key", min_length=1)
+    # null: the read path is consistent as it is.
+    consistent_read_query: str | None = "consistent=true"
+
+    @model_validator(mode="after")
+    def _ids_have_a_place(self) -> Orders:
+        if "{id}" not in self.read_path:
+            raise ValueError(f"read_path: {self.read_path!r} has no {{id}} to read a write back")
+        if self.id_from == "client" and "{id}" not in self.create_path:
+            raise ValueError(
+                f"create_path: {self.create_path!r} has no {{id}}, but id_from is client "
+                "(the harness's id must go into the path)"
+            )
+        return self
+
+    def acknowledged(self, status: int) -> bool:
+        if self.success_codes is not None:
+            return status in self.success_codes
+        return 200 <= status < 300
 
 
 class Sessions(_Model):
@@ -246,16 +314,51 @@ class RateLimit(_Model):
 
 
 class App(_Model):
-    """The application's API as the acceptance scenarios use it (defaults: the reference app)."""
+    """The application's API as the acceptance scenarios use it (defaults: the reference app).
+    Each part can be switched off with null; the scenarios that need it are then skipped."""
 
-    product_path: str = "/api/products/{id}"
+    # null: the application has no products (cache-aside and the shop's load are skipped).
+    product_path: UrlPath | None = "/api/products/{id}"
     # The cache key of a product (cache-aside): the acceptance check evicts it to force a miss.
-    product_key: str = "product:{id}"
+    product_key: str | None = "product:{id}"
     product_id: int = 1
     cache_header: str = "X-Cache"
     orders: Orders | None = Orders()
     sessions: Sessions | None = Sessions()
     rate_limit: RateLimit | None = RateLimit()
+
+
+# The capabilities a scenario can ask for by name ("When the database fails over" asks for
+# "database-failover"). A target provides one through its provider's built-in fault or by
+# declaring a command fault under the same name in `faults:`.
+FAULT_NAMES = (
+    "database-failover",
+    "database-crash",
+    "stop-server",
+    "stop-service",
+    "kill-backend",
+    "cache-failover",
+    "cache-crash",
+    "cache-restart",
+    "disable-nat",
+    "zone-outage",
+)
+# What a scenario's step hands a declared command fault: `{server}` in its command lines is
+# replaced by the server the step names, and so on.
+FAULT_PLACEHOLDERS = ("server", "zone", "mode", "service")
+_FAULT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class DeclaredFault(_Model):
+    """A command fault the target declares (chaos/command.py runs it): your own commands
+    inject, heal and check it, locally or over SSH."""
+
+    inject: str = Field(min_length=1)
+    heal: str = Field(min_length=1)
+    check: str | None = Field(default=None, min_length=1)
+    ssh: str | None = Field(default=None, pattern=r"^[^\s-][^\s]*$")
+    timeout_sec: float = Field(default=60.0, gt=0, le=3600)
+    label: str | None = Field(default=None, min_length=1)
 
 
 class Load(_Model):
@@ -401,9 +504,9 @@ class Target(_Model):
     load: Load = Load()
     lab: LabSettings | None = None
     aws: Aws | None = None
-    # Command faults the target declares (name -> inject/heal/check command lines...), for
-    # deployments no built-in provider covers; see chaos/command.py.
-    faults: dict[str, dict[str, str]] = {}
+    # Command faults the target declares, by capability name (database-failover...) or a name
+    # of your own (`the fault "NAME" is injected`); a declared one wins over the provider's.
+    faults: dict[str, DeclaredFault] = {}
 
     # Set by load_target: where the file came from, for messages.
     source: str = Field(default="", exclude=True)
@@ -417,6 +520,26 @@ class Target(_Model):
             if server.name in seen:
                 raise ValueError(f"servers[{i}].name: {server.name!r} is used twice")
             seen.add(server.name)
+        return self
+
+    @model_validator(mode="after")
+    def _fault_names_are_known_or_own(self) -> Target:
+        # A capability name with a typo would never be used ("databse-failover"), and the
+        # scenarios needing the real one would skip: refuse what looks like a misspelling.
+        for name in self.faults:
+            if not _FAULT_NAME.match(name):
+                raise ValueError(
+                    f"faults.{name}: not a fault name (letters, digits, '-', '_', '.', at most 64)"
+                )
+            if name in FAULT_NAMES:
+                continue
+            close = difflib.get_close_matches(name, FAULT_NAMES, n=1, cutoff=0.8)
+            if close:
+                raise ValueError(
+                    f"faults.{name}: unknown fault name; did you mean {close[0]!r}? "
+                    f"(known: {', '.join(FAULT_NAMES)}; a name of your own must not look "
+                    "like one of them)"
+                )
         return self
 
     @model_validator(mode="after")

@@ -31,7 +31,7 @@ SCENARIOS = [
     "features/resilience/server_loss.feature",
     "features/resilience/database_failover.feature",
 ]
-SELECTED = "stopping_server1 or database_failover_under_load"
+SELECTED = "first_server or database_failover_under_load"
 
 
 def test_committed_docker_lab_target_is_the_rendered_layout() -> None:

@@ -268,3 +268,73 @@ def test_cli_check_reports_roles_and_absent_ones(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "absent: load_balancer, database, cache, servers" in proc.stdout
+
+
+# -- any deployment: what a target may declare ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "line"),
+    [
+        (
+            "faults:\n  databse-failover: {inject: a, heal: b}\n",
+            "x.yaml: faults.databse-failover: unknown fault name; did you mean "
+            "'database-failover'?",
+        ),
+        (
+            "faults:\n  'bad name!': {inject: a, heal: b}\n",
+            "x.yaml: faults.bad name!: not a fault name",
+        ),
+        (
+            "faults:\n  my-own: {inject: a}\n",
+            "x.yaml: faults.my-own.heal: required but missing",
+        ),
+        (
+            "app:\n  orders: {method: PUT, create_path: /v1/notes, id_from: client}\n",
+            "x.yaml: app.orders: create_path: '/v1/notes' has no {id}, but id_from is client",
+        ),
+        (
+            "app:\n  orders: {read_path: /v1/notes}\n",
+            "x.yaml: app.orders: read_path: '/v1/notes' has no {id}",
+        ),
+        (
+            "load_balancer: {kind: traefik}\n",
+            "x.yaml: load_balancer.kind: 'traefik' is not one of 'haproxy', 'alb', 'nginx' or "
+            "'none'",
+        ),
+        (
+            "load_balancer: {kind: nginx, stats_url: 'http://lb/stats'}\n",
+            "x.yaml: load_balancer: stats_url/stats_socket: HAProxy's, not for kind nginx",
+        ),
+        (
+            "cache: {url: 'redis://c:6379/0', failover: sentinel}\n",
+            "x.yaml: cache: failover: sentinel needs the sentinels' host:port in sentinels",
+        ),
+    ],
+)
+def test_any_deployment_fields_refuse_bad_values_in_one_line(
+    tmp_path: Path, extra: str, line: str
+) -> None:
+    message = error_of(write(tmp_path, MINIMAL + extra)).removeprefix(f"{tmp_path}/")
+    assert message.startswith(line), message
+
+
+def test_a_foreign_shaped_target_loads(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        "load_balancer: {kind: nginx, status_url: 'http://127.0.0.1:1/nginx_status'}\n"
+        "cache: {url: 'redis://127.0.0.1:2/0'}\n"
+        "app:\n  product_path: null\n  sessions: null\n  rate_limit: null\n"
+        "  orders: {method: PUT, create_path: '/v1/notes/{id}', id_from: client,"
+        " body: {text: 'gameday {id}'}, success_codes: [200, 201],"
+        " read_path: '/v1/notes/{id}', consistent_read_query: null, idempotency_header: null}\n"
+        "faults:\n"
+        "  database-failover: {inject: ./promote.sh, heal: ./rebuild.sh, timeout_sec: 90}\n"
+        "  my-own-fault: {inject: a, heal: b, check: c}\n"
+    )
+    target = load_target(str(write(tmp_path, text)))
+    assert target.load_balancer is not None and target.load_balancer.kind == "nginx"
+    assert target.app.product_path is None and target.app.sessions is None
+    assert target.app.orders is not None and target.app.orders.acknowledged(201)
+    assert not target.app.orders.acknowledged(202)
+    assert target.cache is not None and target.cache.failover_manager() == "none"
+    assert target.faults["database-failover"].timeout_sec == 90

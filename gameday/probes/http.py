@@ -59,11 +59,13 @@ class HttpProbe:
         limit: int | None = None,
     ) -> None:
         self.name = name or f"GET {path}"
+        self.rate = rate
         self._path = path
         self._clock = clock
         self._record = record
         self._header = target.entrypoint.served_by_header
         timeout = timeout_sec or target.entrypoint.timeout_sec
+        self.timeout_sec = timeout
         self._scheduler = FixedRate(
             self._send, rate=rate, clock=clock, timeout_sec=timeout, limit=limit, name="http"
         )

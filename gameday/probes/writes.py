@@ -4,10 +4,11 @@ Each write gets a key; its sample says what the writer knows about it (Jepsen's
 distinction): `ok` = acknowledged, `fail` = certainly not applied (the connection was never
 made, the request was refused), `info` = unknown (sent, then the answer was lost). At the end
 `read_back()` reads every key still present through a consistent read and records it, so
-`checks.history.lost_writes_in` can tell lost writes from unknown ones.
+`checks.resilience.lost_writes_in` can tell lost writes from unknown ones.
 
-- `OrdersProbe`: POSTs orders through the entrypoint with an idempotency key (the target's
-  `app.orders`); the key read back is the order id, through a consistent read.
+- `OrdersProbe`: writes through the entrypoint with the target's write API (`app.orders`:
+  POST with an idempotency key and a server-assigned id, or PUT to a client-chosen id...);
+  the key read back is the written id, through a consistent read.
 - `LedgerProbe`: commits rows straight to the database writer into a ledger table owned by
   the harness (run id, probe, sequence, time); reconnects through the target's URL after a
   failure, which finds the new primary (libpq multi-host, DNS).
@@ -26,6 +27,7 @@ from typing import Any
 import httpx
 
 from gameday.clock import Clock
+from gameday.facts import read_path, write_request, written_id
 from gameday.history import ReadBack, Sample
 from gameday.probes.http import error_kind
 from gameday.probes.schedule import FixedRate, Tick
@@ -50,6 +52,7 @@ class WriteProbe:
     ) -> None:
         self.name = name
         self.rate = rate
+        self.timeout_sec = timeout_sec
         self._clock = clock
         self._record = record
         self._timeout = timeout_sec
@@ -120,38 +123,37 @@ class OrdersProbe(WriteProbe):
         )
 
     def write(self, seq: int) -> tuple[str, str, str | None, int | None]:
-        idem = f"gameday-{self._run_id}-{self.name}-{seq}"
+        # Unique per run, scenario and write: the client-chosen id, or the idempotency key.
+        unique = f"gameday-{self._run_id}-{self.name}-{seq}"
+        req = write_request(self._orders, unique)
         try:
-            resp = self._client.post(
-                self._orders.create_path,
-                json=self._orders.body,
-                headers={self._orders.idempotency_header: idem},
-            )
+            resp = self._client.request(req.method, req.path, json=req.json, headers=req.headers)
         except httpx.HTTPError as exc:
             kind = error_kind(exc)
             # A refused connection never carried the request; anything else may have.
-            return idem, ("fail" if kind == "refused" else "info"), kind, None
-        if 200 <= resp.status_code < 300:
+            return unique, ("fail" if kind == "refused" else "info"), kind, None
+        if self._orders.acknowledged(resp.status_code):
             try:
-                order_id = str(resp.json()[self._orders.id_field])
-            except (ValueError, KeyError, TypeError):
-                return idem, "info", "other", resp.status_code
+                body = resp.json() if self._orders.id_from == "answer" else None
+            except ValueError:
+                body = None
+            order_id = written_id(self._orders, unique, resp.status_code, body)
+            if order_id is None:
+                return unique, "info", "other", resp.status_code
             with self._lock:
                 self._acked_ids.append(order_id)
             return order_id, "ok", None, resp.status_code
         # 4xx: refused by the application; 5xx: the write may or may not have happened.
         outcome = "fail" if 400 <= resp.status_code < 500 else "info"
-        return idem, outcome, "http", resp.status_code
+        return unique, outcome, "http", resp.status_code
 
     def found_keys(self) -> list[str]:
         with self._lock:
             ids = list(self._acked_ids)
         found = []
-        query = self._orders.consistent_read_query
         for order_id in ids:
-            path = self._orders.read_path.format(id=order_id)
             try:
-                resp = self._client.get(f"{path}?{query}" if query else path)
+                resp = self._client.get(read_path(self._orders, order_id, consistent=True))
             except httpx.HTTPError:
                 continue
             if resp.status_code == 200:
