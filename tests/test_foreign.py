@@ -47,8 +47,8 @@ def target_of(layout: d.Layout) -> Target:
     return Target(name="foreign", provider="generic", entrypoint=Entrypoint(url=layout.entry_url))
 
 
-def command_fault(layout: d.Layout, name: str, **step: str) -> CommandFault:
-    return CommandFault(target_of(layout), fault_params(layout, name, **step))
+def command_fault(layout: d.Layout, name: str, step: dict[str, str] | None = None) -> CommandFault:
+    return CommandFault(target_of(layout), fault_params(layout, name, step=step or {}))
 
 
 def put(layout: d.Layout, note_id: str, text: str) -> tuple[int, str | None]:
@@ -200,7 +200,7 @@ CASES = [
                                                         for n, s in CASES])  # fmt: skip
 def test_a_fault_round_trips(healthy_foreign: d.Layout, name: str, step: dict[str, str]) -> None:
     layout = healthy_foreign
-    fault = command_fault(layout, name, **step)
+    fault = command_fault(layout, name, step)
     before = _snapshot(layout)
     fault.preflight()  # the check says: not in effect on a whole deployment
     try:
@@ -310,7 +310,9 @@ def test_a_crash_under_lag_loses_acknowledged_notes_a_query_confirms(writer: Wri
     layout = writer.layout
     wait_acks(writer, 0, 20)
     old_primary = d.load_state(layout).pg_primary
-    fault = CommandFault(target_of(layout), fault_params(layout, "database-crash", crash_lag_sec=2))
+    fault = CommandFault(
+        target_of(layout), fault_params(layout, "database-crash", step={}, crash_lag_sec=2)
+    )
     fault.preflight()
     try:
         started = time.monotonic()

@@ -14,6 +14,8 @@ on stderr); bad arguments exit 2. Run from the repository's root.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from functools import partial
 
 from tests.foreign import deployment as d
 
@@ -46,32 +48,28 @@ def main(argv: list[str]) -> int:
     except d.DeploymentError as exc:
         print(f"foreign: {exc}", file=sys.stderr)
         return 2
+    run: Callable[[], None]
     match args:
         case ["up"]:
-            run = lambda: d.up(layout)  # noqa: E731
+            run = partial(d.up, layout)
         case ["down"]:
-            run = lambda: d.down(layout)  # noqa: E731
+            run = partial(d.down, layout)
         case ["status"]:
             rows = d.status(layout)
             for name, ok, seen in rows:
                 print(f"{name:14} {'ok  ' if ok else 'FAIL'} {seen}")
             return 0 if all(ok for _, ok, _ in rows) else 1
         case ["supervise", node] if node in d.NODES:
-            d.supervise(layout, node)
-            return 0
-        case ["fault", name, action, *rest] if name in faults.FAULTS and action in (
-            "inject",
-            "heal",
-            "check",
-        ):
-            book = faults.FAULTS[name]
+            run = partial(d.supervise, layout, node)
+        case ["fault", name, "check", *rest] if name in faults.FAULTS:
             try:
-                if action == "check":
-                    return 0 if book.check(layout, rest) else 1
-                run = lambda: getattr(book, action)(layout, rest)  # noqa: E731
+                return 0 if faults.FAULTS[name].check(layout, rest) else 1
             except faults.BadArguments as exc:
-                print(f"foreign: {name} {action}: {exc}", file=sys.stderr)
+                print(f"foreign: {name} check: {exc}", file=sys.stderr)
                 return 2
+        case ["fault", name, "inject" | "heal" as action, *rest] if name in faults.FAULTS:
+            book = faults.FAULTS[name]
+            run = partial(book.inject if action == "inject" else book.heal, layout, rest)
         case _:
             print(f"usage:\n{USAGE}\nfaults: {', '.join(faults.FAULTS)}", file=sys.stderr)
             return 2

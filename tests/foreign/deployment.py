@@ -272,7 +272,7 @@ def run_checked(argv: list[str], *, as_postgres: bool = False, timeout: float = 
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines() or ["(no output)"]
         raise DeploymentError(f"{Path(argv[0]).name} exited {proc.returncode}: {lines[-1]}")
-    return proc.stdout
+    return str(proc.stdout)
 
 
 def wait_for(what: str, ready: Callable[[], bool], timeout: float) -> None:

@@ -39,7 +39,7 @@ def declared_faults(
 
 
 def fault_params(
-    layout: Layout, name: str, *, crash_lag_sec: float | None = None, **step: str
+    layout: Layout, name: str, *, step: dict[str, str], crash_lag_sec: float | None = None
 ) -> dict[str, str]:
     """One declared fault's parameters with the step's values ({server}, {mode}) filled in,
     as the engine fills them."""
