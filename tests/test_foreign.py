@@ -193,6 +193,7 @@ CASES = [
     ("kill-backend", {"server": "node-2"}),
     ("cache-failover", {}),
     ("cache-crash", {}),
+    ("zone-outage", {"zone": "a"}),
 ]
 
 
@@ -216,6 +217,11 @@ def test_a_fault_round_trips(healthy_foreign: d.Layout, name: str, step: dict[st
             assert after["redis"] != before["redis"]
             assert d.endpoint_port(layout) == layout.redis_port(str(after["redis"]))
             assert d.redis_client(layout, layout.cache_port).set("gameday:probe", "1")
+        elif name == "zone-outage":  # zone a: node-1, pg-a, redis-a
+            assert fault.in_effect()
+            assert (after["pg"], after["redis"]) == ("pg-b", "redis-b")
+            assert d.pg_role(layout, "pg-a") == "down" and d.redis_role(layout, "redis-a") == "down"
+            assert _answers(layout) == {(200, "node-2"): 10}
         elif name == "stop-server":
             assert fault.in_effect()
             survivor = d.other(d.NODES, step["server"])

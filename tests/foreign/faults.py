@@ -22,6 +22,9 @@ roles stay swapped after a failover, as on any deployment without a preferred pr
                        until heal makes it a replica of the new one
     cache-crash        SIGKILL of the Redis master, the replica promoted at once and the
                        endpoint repointed; heal restarts the old master as a replica
+    zone-outage ZONE   everything of zone a (node-1, pg-a, redis-a) or b (node-2, pg-b,
+                       redis-b) killed at once and held down; whatever was primary there
+                       fails over to the other zone, as database-crash and cache-crash do
 
 The database faults share one check (the promised pair is not whole), and so do the cache
 faults: a second fault on a broken pair is refused before it acts.
@@ -211,6 +214,55 @@ def cache_heal(layout: d.Layout) -> None:
     d.repair_cache(layout)
 
 
+# -- a whole zone ----------------------------------------------------------------------------
+
+
+def _zone(name: str) -> int:
+    zones = sorted(set(d.ZONES.values()))
+    if name not in zones:
+        raise BadArguments(f"no zone {name!r} in this deployment (zones: {', '.join(zones)})")
+    return zones.index(name)
+
+
+def zone_outage(layout: d.Layout, index: int) -> None:
+    node, pg, cache = d.NODES[index], d.PG_NODES[index], d.REDIS_NODES[index]
+    for ok_why in (d.database_pair(layout), d.cache_pair(layout)):
+        _require(ok_why, "zone-outage")
+    for n in d.NODES:
+        if not d.node_healthy(layout, n):
+            raise Refused(f"zone-outage: {n} is not healthy before the fault")
+    d.held_file(layout, node).touch()
+    state = d.load_state(layout)
+    pid = d.pid_of(layout, node)
+    if pid is not None:
+        d.stop_process(pid, signal.SIGKILL, timeout=10)
+    d.kill_pg(layout, pg)
+    d.kill_redis(layout, cache)
+    if state.pg_primary == pg:
+        state.pg_primary = d.other(d.PG_NODES, pg)
+        d.save_state(layout, state)
+        d.promote(layout, state.pg_primary)
+    if state.redis_master == cache:
+        state.redis_master = d.other(d.REDIS_NODES, cache)
+        d.save_state(layout, state)
+        d.redis_client(layout, layout.redis_port(state.redis_master)).replicaof("NO", "ONE")
+        d.repoint_cache(layout)
+
+
+def zone_in_effect(layout: d.Layout, index: int) -> bool:
+    return (
+        server_in_effect(layout, d.NODES[index])
+        or database_in_effect(layout)
+        or cache_in_effect(layout)
+    )
+
+
+def zone_heal(layout: d.Layout, index: int) -> None:
+    d.repair_database(layout)
+    d.repair_cache(layout)
+    d.ensure_backend(layout, d.NODES[index])
+
+
 # -- the table the CLI reads -----------------------------------------------------------------
 
 
@@ -303,6 +355,24 @@ def _cache_check(layout: d.Layout, args: list[str]) -> bool:
     return cache_in_effect(layout)
 
 
+def _zone_args(args: list[str]) -> int:
+    if len(args) != 1:
+        raise BadArguments(f"zone-outage takes ZONE, not {' '.join(args)!r}")
+    return _zone(args[0])
+
+
+def _zone_inject(layout: d.Layout, args: list[str]) -> None:
+    zone_outage(layout, _zone_args(args))
+
+
+def _zone_heal(layout: d.Layout, args: list[str]) -> None:
+    zone_heal(layout, _zone_args(args))
+
+
+def _zone_check(layout: d.Layout, args: list[str]) -> bool:
+    return zone_in_effect(layout, _zone_args(args))
+
+
 FAULTS: dict[str, Runbook] = {
     "database-failover": Runbook(_failover_inject, _database_heal, _database_check),
     "database-crash": Runbook(_crash_inject, _database_heal, _database_check),
@@ -310,4 +380,5 @@ FAULTS: dict[str, Runbook] = {
     "kill-backend": Runbook(_kill_inject, _kill_heal, _kill_check),
     "cache-failover": Runbook(_cache_failover_inject, _cache_heal, _cache_check),
     "cache-crash": Runbook(_cache_crash_inject, _cache_heal, _cache_check),
+    "zone-outage": Runbook(_zone_inject, _zone_heal, _zone_check),
 }
