@@ -322,8 +322,9 @@ def _recover(layout: LabLayout, say: Progress) -> None:
         )
         stop_lab_processes(layout, say)
     # pg_autoctl's pid files there name processes that no longer run (or, pids being
-    # reused, someone else's).
+    # reused, someone else's); supervisord's socket has nobody behind it.
     shutil.rmtree(layout.pg_runtime_dir, ignore_errors=True)
+    layout.supervisor_socket.unlink(missing_ok=True)
 
 
 def _up(layout: LabLayout, say: Progress, runtime: str | None) -> None:
