@@ -554,6 +554,8 @@ def stop_lab_processes(layout: LabLayout, progress: Progress = _quiet) -> None:
     The top process of each program gets the signal supervisord would send (pg_autoctl stops
     its postgres on SIGINT, Redis saves on SIGTERM), and takes its children along; whatever
     still lives after STOP_WAIT_SEC is killed. Raises LabError if anything survives that.
+    A postmaster whose pg_autoctl is gone gets SIGINT too: a fast shutdown, where SIGTERM's
+    smart one would wait for clients that may never leave.
     """
     found = lab_processes(layout)
     if not found:
@@ -570,7 +572,7 @@ def stop_lab_processes(layout: LabLayout, progress: Progress = _quiet) -> None:
     tops = [p for p in found if p.ppid not in pids]
     progress(f"stopping {_processes(len(found))} of the lab ({len(tops)} programs)")
     for p in tops:
-        _signal(p, signal.SIGINT if p.name == "pg_autoctl" else signal.SIGTERM)
+        _signal(p, signal.SIGINT if p.name in ("pg_autoctl", "postgres") else signal.SIGTERM)
     if poll_until(lambda: not remaining(), timeout=STOP_WAIT_SEC, interval=POLL_SEC):
         return
     left = remaining()
