@@ -570,7 +570,7 @@ def stop_lab_processes(layout: LabLayout, progress: Progress = _quiet) -> None:
 
     pids = {p.pid for p in found}
     tops = [p for p in found if p.ppid not in pids]
-    progress(f"stopping {_processes(len(found))} of the lab ({len(tops)} programs)")
+    progress(f"stopping {_processes(len(found))} of the lab")
     for p in tops:
         _signal(p, signal.SIGINT if p.name in ("pg_autoctl", "postgres") else signal.SIGTERM)
     if poll_until(lambda: not remaining(), timeout=STOP_WAIT_SEC, interval=POLL_SEC):
