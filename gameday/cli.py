@@ -47,7 +47,15 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
 
     layout = _lab_layout(args)
     if not control.is_running(layout):
-        print(f"lab is not running (nothing runs it for {layout.state_dir})")
+        holder = control.lock_holder(layout)
+        orphans = control.orphans_line(layout)
+        if orphans:
+            print(orphans)
+            return EXIT_FAILED  # LSB's status code for "dead, but its pid file remains"
+        if holder:
+            print(f"lab is not running (yet): {holder} holds {layout.lock_path}")
+        else:
+            print(f"lab is not running (nothing runs it for {layout.state_dir})")
         return 3
     table, healthy = control.status_table(layout)
     print(table)
