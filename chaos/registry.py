@@ -72,12 +72,12 @@ Source = Literal["declared", "built-in"]
 # What a provider cannot do, and why, where "declare it" alone would leave the user guessing.
 NOT_OFFERED = {
     ("database-crash", "aws"): (
-        "RDS cannot crash its primary on demand (a reboot with failover is a planned failover: "
-        "the database-failover scenario)"
+        "RDS cannot crash its primary on demand; a reboot with failover is a planned failover, "
+        "the database-failover scenario"
     ),
     ("kill-backend", "aws"): (
-        "the AWS APIs cannot kill one process on an instance (declare a command fault that "
-        "does it through SSM or SSH)"
+        "the AWS APIs cannot kill one process on an instance; a command fault can, through SSM "
+        "or SSH"
     ),
 }
 

@@ -253,14 +253,16 @@ def _ensure_lab(state: GamedaySession, target: Target, say: Any) -> None:
     from lab.layout import LabLayout
 
     layout = LabLayout.from_env(base_port=target.lab.base_port if target.lab else None)
-    if control.is_running(layout):
-        return
-    say(f"starting the lab on 127.0.0.1:{layout.base_port}.. (gameday lab up)")
+    running = control.is_running(layout)
+    if running and control.lock_holder(layout) is None:
+        return  # running, and no `lab up` or `down` of another process is half way
+    say(f"starting the lab on 127.0.0.1:{layout.base_port} (gameday lab up)")
     try:
         elapsed = control.up(layout, progress=lambda line: say(f"lab {line}"))
     except control.LabError as exc:
         pytest.exit(f"lab: {exc}", returncode=1)
-    state.lab_started = True
+    # Only a lab this session started is this session's to stop.
+    state.lab_started = not running
     say(f"lab up in {elapsed:.1f} s")
 
 
