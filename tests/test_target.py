@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -338,3 +339,34 @@ def test_a_foreign_shaped_target_loads(tmp_path: Path) -> None:
     assert not target.app.orders.acknowledged(202)
     assert target.cache is not None and target.cache.failover_manager() == "none"
     assert target.faults["database-failover"].timeout_sec == 90
+
+
+def test_cli_check_shows_faults_and_plans_scenarios_without_printing_secrets(
+    tmp_path: Path,
+) -> None:
+    canary = "c4n4ry-s3cr3t-value"
+    text = (
+        "name: secretive\nprovider: generic\nentrypoint:\n  url: http://127.0.0.1:9/\n"
+        "  health_path: /health?token=${GAMEDAY_TEST_API_TOKEN}\n"
+        "database:\n  writer_url: postgresql://u:${GAMEDAY_TEST_DB_PASSWORD}@127.0.0.1:9/d\n"
+        "faults:\n  database-failover:\n"
+        "    inject: sh -c 'promote --password $PGPASSWORD'\n    heal: 'true'\n"
+    )
+    path = write(tmp_path, text)
+    env = {
+        **os.environ,
+        "GAMEDAY_TEST_API_TOKEN": canary,
+        "GAMEDAY_TEST_DB_PASSWORD": canary + "-db",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "gameday.cli", "target", "check", str(path)],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert canary not in out
+    assert "fault database-failover: inject `sh -c 'promote --password $PGPASSWORD'`" in out
+    # Every shipped scenario is planned: runs, or skipped with its reason.
+    assert "scenarios: " in out and " of " in out
+    assert "skipped features/acceptance/cache.feature: The cache has an online replica: " in out
+    assert "target 'secretive' has no cache role" in out
