@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from gameday.checks.schedule import ScheduleReport
 from gameday.clock import Clock
 from gameday.history import ReadBack, Sample
 from gameday.probes.http import error_kind
@@ -54,8 +55,9 @@ class WriteProbe:
         self._record = record
         self._timeout = timeout_sec
         self._scheduler = FixedRate(
-            self._tick, rate=rate, clock=clock, timeout_sec=timeout_sec, limit=limit, name=name
-        )
+            self._tick, rate=rate, clock=clock, timeout_sec=timeout_sec, limit=limit, name=name,
+            unit="write",
+        )  # fmt: skip
         self.acknowledged = 0
 
     def start(self) -> WriteProbe:
@@ -67,6 +69,11 @@ class WriteProbe:
 
     def join(self) -> None:
         self._scheduler.join()
+
+    def schedule_report(self) -> ScheduleReport:
+        """How well the writes kept their rate so far (or until they stopped): a write's
+        send time is when its worker started it."""
+        return self._scheduler.report()
 
     def _tick(self, tick: Tick) -> None:
         started = time.monotonic()
