@@ -23,6 +23,7 @@ from gameday.clock import Clock
 from gameday.history import Sample
 from gameday.probes.http import HttpProbe
 from gameday.probes.http11 import ResponseError, ResponseParser
+from gameday.probes.schedule import Scheduled
 from gameday.target import Target
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Served-By: app-1/az-a\r\n\r\nok"
@@ -167,6 +168,7 @@ def test_every_request_is_a_sample_sent_no_earlier_than_due(
     assert [s.sent for s in ordered] == sorted(s.sent for s in ordered)
     r = probe.schedule_report()
     assert (r.due, r.sent, r.unit) == (10, 10, "request")
+    assert isinstance(probe, Scheduled)
     # Answers came one after another: the probe kept its connection (keep-alive).
     assert len(server.accepted) < 10
 

@@ -13,7 +13,7 @@ import time
 from gameday.checks.schedule import rate_kept
 from gameday.clock import Clock
 from gameday.history import ReadBack, Sample
-from gameday.probes.schedule import FixedRate, Tick
+from gameday.probes.schedule import FixedRate, Scheduled, Tick
 from gameday.probes.writes import WriteProbe
 
 WAIT_SEC = 30.0  # bound on every wait, so a broken schedule fails instead of hanging
@@ -112,6 +112,7 @@ def test_write_probe_samples_are_sent_at_real_starts_and_its_report_passes() -> 
     assert r.first_due is not None
     assert all(s.sent >= r.first_due + s.seq / 50 for s in samples)
     assert rate_kept(r, max_late_ratio=1.0).ok
+    assert isinstance(probe, Scheduled)
 
 
 def test_write_probe_that_cannot_keep_up_says_so() -> None:

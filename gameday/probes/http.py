@@ -332,9 +332,10 @@ class HttpProbe:
             req.timer.cancel()
         self._in_flight -= 1
         if self._waiting_for_slot:
+            # The request that waited for this slot starts now, before this one is
+            # recorded: a loop iteration later would make it later still.
             self._waiting_for_slot = False
-            assert self._loop is not None
-            self._next = self._loop.call_soon(self._fire)
+            self._fire()
         try:
             self._record(
                 Sample(

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from gameday.checks.schedule import LATE_SEC, ScheduleReport, due_count
 from gameday.clock import Clock
@@ -27,6 +28,17 @@ from gameday.clock import Clock
 MAX_WORKERS = 256
 # How often a scheduler waiting for a free worker looks whether it was stopped meanwhile.
 STOP_POLL_SEC = 0.1
+
+
+@runtime_checkable
+class Scheduled(Protocol):
+    """A probe that runs on a schedule and can say how well it kept it (the HTTP probe and
+    the write probes; locust users in the background are not scheduled, and are not one):
+    `isinstance(probe, Scheduled)` then `rate_kept(probe.schedule_report())`."""
+
+    name: str
+
+    def schedule_report(self) -> ScheduleReport: ...
 
 
 @dataclass(frozen=True)
