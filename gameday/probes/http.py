@@ -241,6 +241,11 @@ class HttpProbe:
             return
         assert self._loop is not None
         due = self._first_due + seq * self._interval
+        if self._in_flight >= self.max_in_flight and due <= self._clock.now():
+            # Due already and no slot free: the request that ends first starts it (a timer
+            # would only wake the loop to find every slot taken).
+            self._waiting_for_slot = True
+            return
         self._next = self._loop.call_at(self._loop_time(due), self._fire)
 
     def _halt(self) -> None:
