@@ -43,6 +43,7 @@ from gameday.checks.resilience import (
     phase_of,
     servers_by_phase,
 )
+from gameday.checks.schedule import CHECK as RATE_KEPT
 from gameday.history import (
     MARK_RECOVERED,
     MARK_SCENARIO_END,
@@ -61,6 +62,7 @@ from gameday.verdict import Verdict
 __all__ = [
     "FAIL_COLOR",
     "FAULT_COLOR",
+    "LATE_COLOR",
     "MAX_MARKS",
     "OK_COLOR",
     "REPORT_FILE",
@@ -80,6 +82,7 @@ OK_COLOR = "#2ca02c"
 FAIL_COLOR = "#d62728"
 FAULT_COLOR = "#fde0b4"
 RECOVERY_COLOR = "#1f5fbf"
+LATE_COLOR = "#e08a00"
 TICK_COLOR = "#7a5195"
 # A white outline behind labels drawn over the data keeps them readable on top of marks.
 HALO = 'stroke="#fff" stroke-width="3" stroke-linejoin="round" paint-order="stroke"'
@@ -417,6 +420,7 @@ def _timeline(
     heal_starts: Sequence[FaultEvent],
     recoveries: Sequence[tuple[float, str]],
     ticks: Sequence[_Tick],
+    late: Sequence[float] = (),
 ) -> _Chart:
     span = max(end - start, max((s.sent - start for s in samples), default=0.0), 1.0)
     latencies = [s.duration * 1000 for s in samples if s.ok and s.duration is not None]
@@ -516,6 +520,7 @@ def _timeline(
         for px in fail_columns
     )
     parts.append("</g>")
+    parts.append(_late_marks(late, frame))
     for at, label in recoveries:
         x = round(frame.x(at)) + 0.5
         width = len(label) * LABEL_CHAR_PX
@@ -533,6 +538,69 @@ def _timeline(
         )
     parts.append("</svg>")
     return _Chart("".join(parts), len(shown) + len(fail_columns), clipped, frame.y_max)
+
+
+# -- late sends (gameday.checks.schedule.rate_kept) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Late:
+    """The samples of a probe that started late, as its `rate_kept` verdict tells which:
+    sample k was due at `first_due + k / asked_rate`."""
+
+    sent: list[float]  # send times of the late samples
+    late_sec: float
+    worst_sec: float
+
+
+def _late_sends(
+    probe: str, samples: Sequence[Sample], verdicts: Sequence[VerdictRecord]
+) -> _Late | None:
+    """None when no `rate_kept` verdict of this probe was recorded (nothing to tell)."""
+    m = next(
+        (v.measured for v in reversed(verdicts)
+         if v.check == RATE_KEPT and v.measured.get("probe") == probe),
+        None,
+    )  # fmt: skip
+    if m is None:
+        return None
+    try:
+        first, rate, late_sec = (float(m[k]) for k in ("first_due", "asked_rate", "late_sec"))
+    except (KeyError, TypeError, ValueError):  # a probe that never started: no first_due
+        return None
+    if rate <= 0:
+        return None
+    lateness = [(s.sent, s.sent - (first + s.seq / rate)) for s in samples]
+    late = [(t, by) for t, by in lateness if by > late_sec]
+    return _Late([t for t, _ in late], float(late_sec), max((by for _, by in late), default=0.0))
+
+
+def _late_marks(late: Sequence[float], frame: _Frame) -> str:
+    """One short mark per pixel column holding a late start, between the failure band and
+    the latency plot."""
+    if not late:
+        return ""
+    columns = sorted({round(frame.x(t)) for t in late})
+    marks = "".join(
+        f'<line x1="{px}" x2="{px}" y1="{BAND_BOTTOM + 1}" y2="{PLOT_TOP - 1}"/>' for px in columns
+    )
+    return (
+        f'<g class="late" stroke="{LATE_COLOR}" stroke-width="2"><title>{len(late)} started '
+        f"late</title>{marks}</g>"
+    )
+
+
+def _late_line(late: _Late | None) -> str:
+    if late is None:
+        return ""
+    threshold = f"more than {_num(late.late_sec * 1000)} ms after their due time"
+    if not late.sent:
+        return f'<p class="counts late">late 0 (none started {threshold})</p>'
+    return (
+        f'<p class="counts late"><span class="swatch" style="background:{LATE_COLOR}"></span>'
+        f"late {len(late.sent)} (started {threshold}; worst "
+        f"{_num(late.worst_sec * 1000)} ms)</p>"
+    )
 
 
 # -- the page --------------------------------------------------------------------------------
@@ -661,6 +729,7 @@ def _probe_block(
         if m.name == MARK_RECOVERED and m.detail.get("probe", probe) == probe
     ]
     heal_starts = [e for e in hist.fault_events if e.phase == "heal-start"]
+    late = _late_sends(probe, samples, scenario.verdicts)
     chart = _timeline(
         samples,
         probe=probe,
@@ -670,6 +739,7 @@ def _probe_block(
         heal_starts=heal_starts,
         recoveries=recoveries,
         ticks=ticks,
+        late=late.sent if late else (),
     )
     notes = []
     if chart.drawn < len(samples):
@@ -688,7 +758,7 @@ def _probe_block(
     note = f'<p class="sub">{_e("; ".join(notes))}</p>' if notes else ""
     return (
         f'<div class="probe"><h3>{_e(probe)}</h3>{chart.svg}'
-        f"{_counts_line(samples, windows)}"
+        f"{_counts_line(samples, windows)}{_late_line(late)}"
         f"{_phase_table(samples, _phase_window(windows), scenario.start)}{note}</div>"
     )
 

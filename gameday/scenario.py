@@ -47,6 +47,9 @@ USERS_START_SEC = 30.0
 WRITE_PROBES = ("orders", "ledger")
 # A recovery is judged a little past its limit, so that N consecutive successes can be seen.
 RECOVERY_GRACE_SEC = 3.0
+# A probe kept its rate when at most this share of its requests started late (> 10 ms): a
+# busy 2-core machine makes a few per cent late now and then.
+RATE_LATE_RATIO = 0.05
 # A request older than its timeout plus this has surely been recorded (answered or cut).
 SETTLE_MARGIN_SEC = 0.1
 
@@ -97,8 +100,17 @@ class Scenario:
         return scenario
 
     def end(self, outcome: str) -> None:
+        """Stop the probes, and say for each whether it kept its rate: a verdict kept for the
+        report, not asserted (a probe that fell behind is a fact about the measurement, and
+        its samples carry their real send times either way)."""
+        from gameday.checks.schedule import rate_kept
+        from gameday.probes.schedule import Scheduled
+
         for probe in self.probes.values():
             probe.stop()
+            if isinstance(probe, Scheduled):
+                verdict = rate_kept(probe.schedule_report(), max_late_ratio=RATE_LATE_RATIO)
+                self.run.judge(self.nodeid, self.title, verdict)
         self.run.mark(MARK_SCENARIO_END, scenario=self.nodeid, outcome=outcome)
 
     # -- probes ------------------------------------------------------------------------------

@@ -139,6 +139,7 @@ def test_a_declared_command_fault_is_the_database_failover_of_a_generic_target(
     assert [v["check"] for v in verdicts] == [
         "entrypoint_healthy",
         "availability",
+        "rate_kept",  # the probe's own record of its schedule, kept at the scenario's end
     ], verdicts
     (run,) = list(reports.iterdir())
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]

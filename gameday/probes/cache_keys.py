@@ -45,7 +45,7 @@ def write_keys(
     # The probes' own schedule: a refused connection fails at once and must not speed it up.
     schedule = FixedRate(
         write, rate=rate, clock=clock, timeout_sec=SOCKET_TIMEOUT_SEC,
-        limit=max(1, round(rate * seconds)), name="cache-keys",
+        limit=max(1, round(rate * seconds)), name="cache-keys", unit="write",
     )  # fmt: skip
     try:
         schedule.start().join()

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from gameday.checks.schedule import ScheduleReport
 from gameday.clock import Clock
 from gameday.facts import read_path, write_request, written_id
 from gameday.history import ReadBack, Sample
@@ -57,8 +58,9 @@ class WriteProbe:
         self._record = record
         self._timeout = timeout_sec
         self._scheduler = FixedRate(
-            self._tick, rate=rate, clock=clock, timeout_sec=timeout_sec, limit=limit, name=name
-        )
+            self._tick, rate=rate, clock=clock, timeout_sec=timeout_sec, limit=limit, name=name,
+            unit="write",
+        )  # fmt: skip
         self.acknowledged = 0
 
     def start(self) -> WriteProbe:
@@ -70,6 +72,11 @@ class WriteProbe:
 
     def join(self) -> None:
         self._scheduler.join()
+
+    def schedule_report(self) -> ScheduleReport:
+        """How well the writes kept their rate so far (or until they stopped): a write's
+        send time is when its worker started it."""
+        return self._scheduler.report()
 
     def _tick(self, tick: Tick) -> None:
         started = time.monotonic()
