@@ -323,10 +323,14 @@ class Scenario:
 
     def _settled(self, probe: Probe) -> tuple[float | None, float | None]:
         """The probe's send interval, and the send time up to which its record is complete
-        now (a request older than its timeout has its sample: it was answered or cut)."""
+        now: what the probe says (the oldest request still running), else its timeout ago (a
+        request older than its timeout has its sample: it was answered or cut)."""
         rate = getattr(probe, "rate", None)
-        timeout = getattr(probe, "timeout_sec", None)
         interval = 1.0 / rate if rate else None
+        settled = getattr(probe, "settled_until", None)
+        if callable(settled):
+            return interval, float(settled())
+        timeout = getattr(probe, "timeout_sec", None)
         until = self.run.clock.now() - timeout - SETTLE_MARGIN_SEC if timeout else None
         return interval, until
 

@@ -131,3 +131,27 @@ def test_write_probe_that_cannot_keep_up_says_so() -> None:
     verdict = rate_kept(r)
     assert not verdict.ok
     assert verdict.message.startswith("w: asked 100/s, sent ")
+
+
+def test_settled_until_is_the_start_of_the_oldest_operation_still_running() -> None:
+    clock = Clock()
+    release = threading.Event()
+    started: list[float] = []
+
+    def operation(tick: Tick) -> None:
+        started.append(tick.sent)
+        if tick.seq == 0:
+            release.wait(10)  # the first write hangs; the next ones finish at once
+
+    schedule = FixedRate(operation, rate=50, clock=clock, timeout_sec=1, limit=10).start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(started) < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(started) == 10
+        # Nine later writes finished; the record is still only complete before the first.
+        assert schedule.settled_until() == started[0]
+    finally:
+        release.set()
+        schedule.join()
+    assert schedule.settled_until() >= started[-1]

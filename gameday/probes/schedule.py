@@ -149,6 +149,9 @@ class FixedRate:
         self._thread = threading.Thread(target=self._run, name=f"{name}-scheduler", daemon=True)
         self.log = ScheduleLog(name, rate=rate, limit=limit, unit=unit, late_sec=late_sec)
         self.ticks = 0
+        # seq -> real start of the operations running now: what the record does not hold yet.
+        self._in_flight: dict[int, float] = {}
+        self._flight_lock = threading.Lock()
 
     def start(self) -> FixedRate:
         self._thread.start()
@@ -184,10 +187,22 @@ class FixedRate:
     def _begin(self, seq: int, due: float) -> None:
         try:
             sent = self._clock.now()
+            with self._flight_lock:
+                self._in_flight[seq] = sent
             self.log.started(due, sent)
             self._operation(Tick(seq=seq, due=due, sent=sent))
         finally:
+            with self._flight_lock:
+                self._in_flight.pop(seq, None)
             self._free.release()
+
+    def settled_until(self) -> float:
+        """The send time before which every operation started has finished (and recorded its
+        sample): the start of the oldest one still running, else now. A live check judging
+        later samples could call an outage over while a write sent earlier still hangs."""
+        with self._flight_lock:
+            oldest = min(self._in_flight.values(), default=None)
+        return self._clock.now() if oldest is None else oldest
 
     def report(self) -> ScheduleReport:
         return self.log.report(self._clock.now())

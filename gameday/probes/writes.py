@@ -73,6 +73,10 @@ class WriteProbe:
     def join(self) -> None:
         self._scheduler.join()
 
+    def settled_until(self) -> float:
+        """See FixedRate.settled_until: the record is complete for writes sent before it."""
+        return self._scheduler.settled_until()
+
     def schedule_report(self) -> ScheduleReport:
         """How well the writes kept their rate so far (or until they stopped): a write's
         send time is when its worker started it."""
