@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import unquote
 
 MASK = "***"
 # scheme://[user]:password@ -> keep the user, hide the password.
@@ -27,6 +28,18 @@ def register_secret(value: str) -> None:
     """Redact this exact value from now on (values shorter than 4 characters are too common)."""
     if len(value) >= 4:
         _secrets.add(value)
+
+
+def register_url_passwords(text: str) -> None:
+    """Register every password inside a URL in `text`, as written and percent-decoded.
+
+    The URL shape is redacted anyway; a libpq or redis error message that quotes the password
+    alone (decoded, as the client sent it) would not be.
+    """
+    for match in _URL_PASSWORD.finditer(text):
+        password = match["pw"]
+        register_secret(password)
+        register_secret(unquote(password))
 
 
 def redact(text: str) -> str:
