@@ -93,8 +93,8 @@ def special_cases(folder: Path) -> tuple[list[Case], list[socket.socket]]:
     unreadable = folder / "unreadable.yaml"
     unreadable.write_text(TARGET)
     unreadable.chmod(0)
-    root = os.geteuid() == 0 and shutil.which("setpriv") is not None
-    case("unreadable", unreadable, "cannot read it: Permission denied", tuple(NO_DAC) if root else ())
+    drop = tuple(NO_DAC) if os.geteuid() == 0 and shutil.which("setpriv") else ()
+    case("unreadable", unreadable, "cannot read it: Permission denied", drop)
     huge = folder / "huge.yaml"
     with huge.open("w") as f:
         f.write(TARGET + "# " + "x" * (60 * 1024 * 1024) + "\n")
@@ -196,8 +196,9 @@ def corpus(
     finally:
         for s in sockets:
             s.close()
-    slowest = max(outcomes.items(), key=lambda item: item[1].seconds)
-    print(f"\nbad-input corpus: {len(cases)} cases; slowest {slowest[0]} {slowest[1].seconds:.2f} s")
+    (name, command), slowest = max(outcomes.items(), key=lambda item: item[1].seconds)
+    took = f"{slowest.seconds:.2f} s"
+    print(f"\nbad-input corpus: {len(cases)} cases; slowest: {name} ({command}), {took}")
     yield {c.name: c for c in cases}, outcomes
 
 
