@@ -19,7 +19,7 @@ from gameday.clock import Clock
 from gameday.history import HistoryWriter, Mark, Record, RunHeader, read_history
 from gameday.report import VerdictRecord, write_report
 from gameday.secrets import redact
-from gameday.target import Target
+from gameday.target import Target, path_safe
 from gameday.verdict import Verdict
 
 REPORTS_DIR = Path(os.environ.get("GAMEDAY_REPORTS_DIR", "reports"))
@@ -49,7 +49,8 @@ class Run:
     @classmethod
     def start(cls, target: Target, reports_dir: Path = REPORTS_DIR) -> Run:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        run_id = f"{stamp}-{target.name}"
+        # The name is free text ("../../etc" included): only its path-safe form names a folder.
+        run_id = f"{stamp}-{path_safe(target.name)}"
         folder = reports_dir / run_id
         suffix = 1
         while folder.exists():  # two runs in the same second

@@ -12,22 +12,34 @@ is shared: durations are recorded, and bench/bad_input.py prints them (docs/benc
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, TypeVar
 
 import pytest
+import yaml
+
+from gameday import facts
+from gameday.baseline import baseline_path
+from gameday.gherkin import first_ignored_line
+from gameday.pytest_plugin import entrypoint_problem
+from gameday.run import Run
+from gameday.target import Target, path_safe
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "bad_targets"
 HANG_SEC = 30.0
+T = TypeVar("T")
 WORKERS = 3
 TARGET = "name: corpus\nprovider: generic\nentrypoint:\n  url: http://127.0.0.1:9/\n"
 # Taking CAP_DAC_OVERRIDE away is what makes a mode-000 file unreadable for root.
@@ -232,3 +244,259 @@ def test_the_judge_fails_a_traceback_a_hang_and_two_lines() -> None:
     assert any("exit code 3" in p for p in problems(case, trace))
     vague = Outcome("gameday", 2, "", "gameday: t.yaml: invalid\n", 0.1)
     assert any("does not say" in p for p in problems(case, vague))
+
+
+# -- a whole request is bounded, not each read ---------------------------------------------
+
+
+class SlowLoris:
+    """A real server on loopback that answers one byte a second: after the headers (the body
+    trickles) or from the first byte (the headers trickle). Counts the requests it got."""
+
+    def __init__(self, *, trickle_headers: bool = False) -> None:
+        self.trickle_headers = trickle_headers
+        self.requests = 0
+        self._stop = threading.Event()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.2)
+        self.port = self._server.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 300\r\n\r\n"
+        with conn:
+            conn.recv(65536)
+            self.requests += 1
+            data = head + b"x" * 300
+            if not self.trickle_headers:
+                conn.sendall(head)
+                data = data[len(head) :]
+            for i in range(len(data)):  # at most 300 s: the test ends it long before
+                if self._stop.wait(1.0):
+                    return
+                try:
+                    conn.sendall(data[i : i + 1])
+                except OSError:  # the client gave up: that is what we want
+                    return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._server.close()
+
+
+def within(seconds: float, func: Callable[[], T]) -> T:
+    """func() in a thread; fails as a hang (not a timing check) if it is still running."""
+    result: list[T] = []
+    thread = threading.Thread(target=lambda: result.append(func()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert result, f"hang: still waiting after {seconds:g} s"
+    return result[0]
+
+
+def generic(url: str, extra: str = "") -> Target:
+    text = f"name: t\nprovider: generic\nentrypoint:\n  url: {url}\n  timeout_sec: 1\n{extra}"
+    raw = yaml.safe_load(text)
+    return Target.model_validate(raw).model_copy(update={"source": "t.yaml"})
+
+
+@pytest.mark.parametrize("trickle_headers", [False, True], ids=["body", "headers"])
+def test_a_server_trickling_one_byte_a_second_is_given_up_on(trickle_headers: bool) -> None:
+    server = SlowLoris(trickle_headers=trickle_headers)
+    try:
+        target = generic(f"http://127.0.0.1:{server.port}")
+        answer = within(HANG_SEC, lambda: facts.health(target))
+        assert answer.status is None and answer.error == "timeout", answer
+        assert answer.detail == "no complete answer within 1 s"
+        # The session's entrypoint check is the same bounded request.
+        problem = within(HANG_SEC, lambda: entrypoint_problem(target))
+        assert problem is not None and "does not answer (timeout: no complete answer" in problem
+    finally:
+        server.close()
+
+
+# -- every load the harness generates counts against the target's caps ---------------------
+
+
+class Counting(http.server.BaseHTTPRequestHandler):
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        Counting.seen.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def counting_entrypoint() -> Iterator[str]:
+    Counting.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_rate_limit_check_over_the_caps_is_refused_before_sending(
+    counting_entrypoint: str,
+) -> None:
+    # The audit's case: the check would need 1,000,001 requests at once; load.max_rps is 5.
+    target = generic(
+        counting_entrypoint,
+        "app:\n  rate_limit: {requests: 1000000, window_sec: 60}\nload:\n  max_rps: 5\n",
+    )
+    refusal = facts.rate_limit_refusal(target)
+    assert refusal is not None and "the check would send 1000001 requests" in refusal
+    # Within the harness's cap but over the target's: 301 requests in 60 s at most 5/s = 300.
+    target = generic(
+        counting_entrypoint,
+        "app:\n  rate_limit: {requests: 300, window_sec: 60}\nload:\n  max_rps: 5\n",
+    )
+    assert facts.rate_limit_refusal(target) == (
+        "t.yaml: the rate-limit check needs 301 requests within 60 s (app.rate_limit), more "
+        "than load.max_rps 5 allows (300)"
+    )
+    with pytest.raises(facts.LoadCapError):
+        facts.rate_limit_statuses(target)
+    assert Counting.seen == []  # nothing was sent
+
+
+def test_rate_limit_check_within_the_caps_is_paced_to_max_rps(counting_entrypoint: str) -> None:
+    target = generic(
+        counting_entrypoint,
+        "app:\n  rate_limit: {requests: 4, window_sec: 2}\nload:\n  max_rps: 5\n",
+    )
+    assert facts.rate_limit_refusal(target) is None
+    started = time.monotonic()
+    statuses = facts.rate_limit_statuses(target)
+    took = time.monotonic() - started
+    assert statuses == [200] * 5 and len(Counting.seen) == 5
+    # 5 requests at 5/s cannot take less than 4 gaps of 0.2 s (a busy machine only adds).
+    assert took >= 4 / 5 - 0.01
+
+
+def test_other_checks_refuse_more_than_the_check_cap(counting_entrypoint: str) -> None:
+    target = generic(counting_entrypoint)
+    with pytest.raises(facts.LoadCapError, match="would send 5000 requests"):
+        facts.rotation_sample(target, 5000)
+    with pytest.raises(facts.LoadCapError, match="the session check"):
+        facts.session_across_servers(target, tries=5000)
+    assert Counting.seen == []
+
+
+def test_the_rate_limit_step_skips_with_the_reason(
+    pytester: pytest.Pytester, counting_entrypoint: str
+) -> None:
+    pytester.makeini((ROOT / "pytest.ini").read_text())
+    pytester.makeconftest('pytest_plugins = ["gameday.pytest_plugin", "steps.data"]\n')
+    (pytester.path / "limit.feature").write_text(
+        "Feature: limits\n  Scenario: rate limit\n"
+        "    When a fresh user sends one request more than the rate limit allows\n"
+        "    Then every request within the limit succeeds and the next one is refused with 429\n"
+    )
+    target = pytester.path / "t.yaml"
+    target.write_text(
+        f"name: t\nprovider: generic\nentrypoint:\n  url: {counting_entrypoint}\n"
+        "app:\n  rate_limit: {requests: 1000000}\nload:\n  max_rps: 5\n"
+    )
+    result = pytester.runpytest("limit.feature", "--target", str(target), "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*the check would send 1000001 requests*"])
+    assert Counting.seen == ["/health"]  # the session's entrypoint check, and nothing else
+
+
+# -- a misspelled Gherkin keyword is an error ---------------------------------------------
+
+
+def test_a_misspelled_keyword_is_a_collection_error_naming_file_and_line(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini((ROOT / "pytest.ini").read_text())
+    pytester.makeconftest('pytest_plugins = ["gameday.pytest_plugin", "steps.data"]\n')
+    (pytester.path / "typo.feature").write_text(
+        "Feature: typo\n  Scenario: rate limit\n"
+        "    Whenn a fresh user sends one request more than the rate limit allows\n"
+        "    Then every request within the limit succeeds and the next one is refused with 429\n"
+    )
+    result = pytester.runpytest("typo.feature", "--collect-only")
+    assert result.ret == 2
+    result.stdout.fnmatch_lines(
+        ["*typo.feature:3: 'Whenn' is not a step keyword (did you mean 'When'?)*"]
+    )
+    result.stdout.no_fnmatch_line("*Traceback*")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Feature: f\n  Scenario: s\n    Whenn x\n    Then y\n", (3, "'Whenn' is not a step")),
+        ("Feature: f\n  Scenario: s\n    Given x\n    Thenn y\n", (4, "'Thenn' is not a step")),
+        ("Feature: f\n  Background:\n    Gvien x\n", (3, "did you mean 'Given'?")),
+        ("Feature: f\n  Scenaro: s\n    Given x\n", (2, "did you mean 'Scenario:'?")),
+        ("Feature: f\n  Scenario Outline: s\n    Given <a>\n  Examples:\n    a | b\n", (5, "")),
+    ],
+)
+def test_lines_gherkin_would_ignore_are_found(text: str, expected: tuple[int, str]) -> None:
+    found = first_ignored_line(text.splitlines())
+    assert found is not None and found[0] == expected[0] and expected[1] in found[1], found
+
+
+def test_prose_tables_and_doc_strings_are_not_errors() -> None:
+    text = (
+        "# language: en\n@acceptance\nFeature: f\n  An order is placed; Then it is read.\n\n"
+        "  Rule: r\n    Prose of a rule.\n\n"
+        '  Scenario: s\n    Given a body\n      """\n      Whenn not a step\n      """\n'
+        "    And a table\n      | a | b |\n    * a bullet step\n    But not this\n"
+    )
+    assert first_ignored_line(text.splitlines()) is None
+    for path in (ROOT / "features").rglob("*.feature"):
+        assert first_ignored_line(path.read_text().splitlines()) is None, path
+
+
+# -- a target's name never leaves reports/ -------------------------------------------------
+
+
+def test_a_target_name_with_dots_and_slashes_stays_inside_reports(tmp_path: Path) -> None:
+    reports = tmp_path / "deep" / "reports"
+    target = generic("http://127.0.0.1:9").model_copy(update={"name": "../../../escaped"})
+    run = Run.start(target, reports_dir=reports)
+    report = run.finish()
+    assert run.folder.parent == reports and run.folder.name.endswith("-escaped")
+    assert report.resolve().is_relative_to(reports.resolve())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep"]  # nothing beside reports/
+    path = baseline_path("../../x/y", "default", tmp_path / "baselines")
+    assert path.parent == tmp_path / "baselines" and path.name == "x_y-default.json"
+
+
+@pytest.mark.parametrize(
+    ("name", "safe"),
+    [
+        ("lab", "lab"),
+        ("../../etc", "etc"),
+        ("..", "target"),
+        ("/", "target"),
+        ("Shop (prod) / eu-1", "Shop_prod_eu-1"),
+        ("a" * 300, "a" * 64),
+        ("caf\u00e9\nx", "caf_x"),
+    ],
+)
+def test_path_safe_names(name: str, safe: str) -> None:
+    assert path_safe(name) == safe
