@@ -30,7 +30,7 @@ from typing import Any, cast
 
 import httpx
 
-from gameday.secrets import pg_conninfo, redis_client
+from gameday.secrets import pg_conninfo, redact, redis_client
 from gameday.target import Cache, Database, LoadBalancer, Target
 
 # No acceptance check sends more than this many requests, whatever the target or step says.
@@ -161,12 +161,12 @@ def request(
                 data += chunk
                 if len(data) >= MAX_BODY_BYTES:
                     break
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # any transport failure, httpx-mapped or not, is an answer
         took = time.monotonic() - started
         if deadline.expired:
             detail = f"no complete answer within {limit:g} s"
             return HttpAnswer(path, None, took, error="timeout", detail=detail)
-        return HttpAnswer(path, None, took, error=type(exc).__name__, detail=str(exc))
+        return HttpAnswer(path, None, took, error=type(exc).__name__, detail=redact(str(exc)))
     duration = time.monotonic() - started
     text = data.decode(resp.encoding or "utf-8", errors="replace")
     try:

@@ -138,7 +138,8 @@ def special_cases(folder: Path) -> tuple[list[Case], list[socket.socket]]:
     return cases, [listening]
 
 
-def run(case: Case, command: str) -> Outcome:
+def run(case: Case, command: str, root: Path = ROOT) -> Outcome:
+    """One command on one case, as a subprocess in `root` (a checkout of the harness)."""
     if command == "gameday":
         argv = [sys.executable, "-m", "gameday.cli", "target", "check", case.path]
     else:
@@ -147,9 +148,11 @@ def run(case: Case, command: str) -> Outcome:
             "-p", "no:cacheprovider",
         ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("GAMEDAY_CORPUS_")}
+    if root != ROOT:
+        env["PYTHONPATH"] = str(root)
     started = time.monotonic()
     proc = subprocess.Popen(
-        [*case.prefix, *argv], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+        [*case.prefix, *argv], cwd=root, env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
     )  # fmt: skip
     try:
@@ -189,11 +192,13 @@ def problems(case: Case, outcome: Outcome) -> list[str]:
     return found
 
 
-def run_corpus(cases: list[Case], workers: int = WORKERS) -> dict[tuple[str, str], Outcome]:
+def run_corpus(
+    cases: list[Case], workers: int = WORKERS, root: Path = ROOT
+) -> dict[tuple[str, str], Outcome]:
     """Every case with both commands, a few at a time (the machine is shared)."""
     jobs = [(c, command) for c in cases for command in ("gameday", "pytest")]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        outcomes = pool.map(lambda job: run(*job), jobs)
+        outcomes = pool.map(lambda job: run(*job, root=root), jobs)
         return {(c.name, command): o for (c, command), o in zip(jobs, outcomes, strict=True)}
 
 
