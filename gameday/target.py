@@ -738,16 +738,16 @@ class _TargetLoader(_YamlLoader):  # type: ignore[misc]
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
                 continue
             key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
             try:
                 first = seen.get(key)
-                seen.setdefault(key, key_node.start_mark.line + 1)
             except TypeError:  # an unhashable key: the constructor says so below
                 continue
             if first is not None:
-                line = key_node.start_mark.line + 1
                 raise _ShapeError(
                     line, f"key {_short(str(key), 60)} is given twice (first on line {first})"
                 )
+            seen[key] = line
         return super().construct_mapping(node, deep)  # type: ignore[no-any-return]
 
 
@@ -768,17 +768,17 @@ def _check_shape(text: str) -> None:
             if event.anchor:
                 sizes[event.anchor] = 1
         elif isinstance(event, yaml.AliasEvent):
-            if event.anchor in sizes:
-                values += sizes[event.anchor]
-            elif any(anchor == event.anchor for anchor, _ in open_):
+            # An anchor being (re)defined around its own alias is a cycle, whatever came before.
+            if any(anchor == event.anchor for anchor, _ in open_):
                 raise _ShapeError(line, f"alias *{event.anchor} is inside its own anchor")
-            # An unknown alias: the loader reports it.
+            values += sizes.get(event.anchor or "", 0)  # unknown: the loader reports it
         elif isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             values += 1
             if depth > MAX_YAML_DEPTH:
                 raise _ShapeError(line, f"nested deeper than {MAX_YAML_DEPTH} levels")
             open_.append((event.anchor, values))
+            sizes.pop(event.anchor or "", None)
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
             anchor, before = open_.pop()
