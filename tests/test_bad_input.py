@@ -38,7 +38,7 @@ from gameday.target import Target, path_safe
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "bad_targets"
-HANG_SEC = 30.0
+HANG_SEC = 60.0  # far above the 2 s goal: a busy machine must not look like a hang
 T = TypeVar("T")
 WORKERS = 3
 TARGET = "name: corpus\nprovider: generic\nentrypoint:\n  url: http://127.0.0.1:9/\n"
