@@ -23,6 +23,7 @@ import statistics
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -56,12 +57,13 @@ class HttpAnswer:
 
 
 def _client(target: Target) -> httpx.Client:
-    # No keep-alive: each request has its own connection, which its deadline can cut.
-    return httpx.Client(
-        base_url=target.entrypoint.url,
-        timeout=target.entrypoint.timeout_sec,
-        limits=httpx.Limits(max_keepalive_connections=0),
-    )
+    return httpx.Client(base_url=target.entrypoint.url, timeout=target.entrypoint.timeout_sec)
+
+
+# The sockets each client opened (kept alive between its requests): what a deadline cuts.
+_client_sockets: weakref.WeakKeyDictionary[httpx.Client, list[socket.socket]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class Deadline:
@@ -70,13 +72,14 @@ class Deadline:
     httpx's timeouts bound each read, so a server that sends one byte a second is never timed
     out. Shutting the socket down wakes the blocked read at once, whatever phase (headers, body)
     it is in. Pass `trace` as the request's `trace` extension (httpcore calls it with each new
-    connection); use as a context manager around the request.
+    connection); use as a context manager around the request. `sockets` is where the client's
+    sockets are kept across requests: a request on a kept-alive connection opens none.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, sockets: list[socket.socket] | None = None) -> None:
         self.seconds = seconds
         self.expired = False
-        self._sockets: list[socket.socket] = []
+        self._sockets: list[socket.socket] = [] if sockets is None else sockets
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
@@ -86,6 +89,7 @@ class Deadline:
             return
         sock = info["return_value"].get_extra_info("socket")
         with self._lock:
+            self._sockets[:] = [s for s in self._sockets if s.fileno() != -1]  # closed ones
             self._sockets.append(sock)
             if self.expired:
                 _shut(sock)
@@ -150,7 +154,7 @@ def request(
     _pace(target)
     limit = target.entrypoint.timeout_sec
     started = time.monotonic()
-    deadline = Deadline(limit)
+    deadline = Deadline(limit, _client_sockets.setdefault(client, []))
     try:
         with (
             deadline,

@@ -256,10 +256,13 @@ def test_the_judge_fails_a_traceback_a_hang_and_two_lines() -> None:
 
 class SlowLoris:
     """A real server on loopback that answers one byte a second: after the headers (the body
-    trickles) or from the first byte (the headers trickle). Counts the requests it got."""
+    trickles) or from the first byte (the headers trickle). With `fast_first`, the first
+    request of each connection is answered at once and kept alive; the second trickles."""
 
-    def __init__(self, *, trickle_headers: bool = False) -> None:
+    def __init__(self, *, trickle_headers: bool = False, fast_first: bool = False) -> None:
         self.trickle_headers = trickle_headers
+        self.fast_first = fast_first
+        self.connections = 0
         self.requests = 0
         self._stop = threading.Event()
         self._server = socket.create_server(("127.0.0.1", 0))
@@ -279,8 +282,13 @@ class SlowLoris:
     def _answer(self, conn: socket.socket) -> None:
         head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 300\r\n\r\n"
         with conn:
+            self.connections += 1
             conn.recv(65536)
             self.requests += 1
+            if self.fast_first:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                conn.recv(65536)
+                self.requests += 1
             data = head + b"x" * 300
             if not self.trickle_headers:
                 conn.sendall(head)
@@ -309,8 +317,9 @@ def within(seconds: float, func: Callable[[], T]) -> T:
     return result[0]
 
 
-def generic(url: str, extra: str = "") -> Target:
-    text = f"name: t\nprovider: generic\nentrypoint:\n  url: {url}\n  timeout_sec: 1\n{extra}"
+def generic(url: str, extra: str = "", timeout_sec: float = 1) -> Target:
+    entrypoint = f"entrypoint:\n  url: {url}\n  timeout_sec: {timeout_sec}\n"
+    text = f"name: t\nprovider: generic\n{entrypoint}{extra}"
     raw = yaml.safe_load(text)
     return Target.model_validate(raw).model_copy(update={"source": "t.yaml"})
 
@@ -319,13 +328,35 @@ def generic(url: str, extra: str = "") -> Target:
 def test_a_server_trickling_one_byte_a_second_is_given_up_on(trickle_headers: bool) -> None:
     server = SlowLoris(trickle_headers=trickle_headers)
     try:
-        target = generic(f"http://127.0.0.1:{server.port}")
+        # Each read gets a byte within a second, well inside the 2 s: only a deadline on the
+        # whole request ends it (300 bytes would take 300 s).
+        target = generic(f"http://127.0.0.1:{server.port}", timeout_sec=2)
         answer = within(HANG_SEC, lambda: facts.health(target))
         assert answer.status is None and answer.error == "timeout", answer
-        assert answer.detail == "no complete answer within 1 s"
+        assert answer.detail == "no complete answer within 2 s"
         # The session's entrypoint check is the same bounded request.
         problem = within(HANG_SEC, lambda: entrypoint_problem(target))
         assert problem is not None and "does not answer (timeout: no complete answer" in problem
+    finally:
+        server.close()
+
+
+def test_a_kept_alive_connection_that_starts_trickling_is_cut_too() -> None:
+    # The checks reuse one connection for several requests: the second request opens no new
+    # socket, and its deadline must still cut the one it uses.
+    server = SlowLoris(fast_first=True)
+    try:
+        target = generic(f"http://127.0.0.1:{server.port}", timeout_sec=2)
+
+        def two_requests() -> tuple[facts.HttpAnswer, facts.HttpAnswer]:
+            with facts._client(target) as client:
+                first = facts.request(client, target, "GET", "/fast")
+                return first, facts.request(client, target, "GET", "/slow")
+
+        first, second = within(HANG_SEC, two_requests)
+        assert first.status == 200 and first.body == "ok"
+        assert second.status is None and second.error == "timeout", second
+        assert (server.connections, server.requests) == (1, 2)
     finally:
         server.close()
 
