@@ -226,6 +226,7 @@ def test_the_corpus_has_at_least_60_bad_files() -> None:
     assert len(set(texts)) == len(texts)
 
 
+@pytest.mark.slow  # ~200 subprocesses: 2 to 4 minutes on a shared 2-core machine
 @pytest.mark.parametrize("name", [c.name for c in corpus_cases()] + list(SPECIAL))
 @pytest.mark.parametrize("command", ["gameday", "pytest"])
 def test_bad_target_gives_one_line_and_exit_2(
