@@ -29,7 +29,10 @@ class GherkinError(pytest.Collector.CollectError):
 
 def check_feature_file(path: Path) -> None:
     """Raise `GherkinError` at the first line Gherkin would silently ignore."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise GherkinError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x})") from None
     problem = first_ignored_line(lines)
     if problem is not None:
         number, message = problem

@@ -31,7 +31,7 @@ import yaml
 
 from gameday import facts
 from gameday.baseline import baseline_path
-from gameday.gherkin import first_ignored_line
+from gameday.gherkin import GherkinError, check_feature_file, first_ignored_line
 from gameday.pytest_plugin import entrypoint_problem
 from gameday.run import Run
 from gameday.target import Target, path_safe
@@ -479,6 +479,13 @@ def test_a_misspelled_keyword_is_a_collection_error_naming_file_and_line(
         ["*typo.feature:3: 'Whenn' is not a step keyword (did you mean 'When'?)*"]
     )
     result.stdout.no_fnmatch_line("*Traceback*")
+
+
+def test_a_feature_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.feature"
+    path.write_bytes("Feature: café\n".encode("latin-1"))
+    with pytest.raises(GherkinError, match=r"latin1.feature: not UTF-8 text \(byte 0xe9\)"):
+        check_feature_file(path)
 
 
 @pytest.mark.parametrize(
