@@ -714,7 +714,7 @@ def _read_target_file(path: Path, shown: str) -> str:
 def _too_big(shown: str, size: int) -> str:
     return (
         f"{shown}: is {size:,} bytes; a target file may have at most {MAX_TARGET_BYTES:,} "
-        f"bytes ({MAX_TARGET_BYTES // 1024} KiB)"
+        f"bytes ({MAX_TARGET_BYTES / 2**20:g} MiB)"
     )
 
 
