@@ -343,6 +343,19 @@ def _tail(path: Path, lines: int = 1) -> str:
     return " | ".join(text[-lines:]) if text else "(empty log)"
 
 
+def _fatal(log: Path, since: int) -> str:
+    """Why a PostgreSQL start failed: the last FATAL or PANIC line it logged (its last line,
+    "database system is shut down", says nothing), else its last line."""
+    try:
+        with log.open("rb") as f:
+            f.seek(since)
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return "(no log)"
+    fatal = [line for line in lines if "FATAL:" in line or "PANIC:" in line]
+    return (fatal or lines or ["(empty log)"])[-1].strip()
+
+
 # -- HTTP ------------------------------------------------------------------------------------
 
 
@@ -477,12 +490,13 @@ def start_pg(layout: Layout, node: str, timeout: float = 60) -> None:
     data = layout.pg_data(node)
     _clear_stale_locks(layout, node)
     log = layout.folder / node / "postgres.log"
+    since = log.stat().st_size if log.exists() else 0
     pid = spawn(layout, node, [str(PG_BIN / "postgres"), "-D", str(data)], log=log,
                 as_postgres=True)  # fmt: skip
 
     def ready() -> bool:
         if _proc_stat(pid) is None or pid_of(layout, node) is None:
-            raise DeploymentError(f"{node} exited at start: {_tail(log)}")
+            raise DeploymentError(f"{node} exited at start: {_fatal(log, since)}")
         with pg_connect(layout, node):
             return True
 
