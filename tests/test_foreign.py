@@ -297,8 +297,9 @@ def test_a_fault_on_a_broken_pair_is_refused(healthy_foreign: d.Layout) -> None:
 
 
 def _zombie() -> subprocess.Popen[bytes]:
-    """A child that has exited and that we have not waited for."""
-    child = subprocess.Popen(["true"])
+    """A child that has exited and that we have not waited for, PostgreSQL's user's like a
+    postmaster (another user's pid is no postmaster of PostgreSQL's: it ignores it)."""
+    child = subprocess.Popen(["true"], **d._pg_user())
     d.wait_for("the child exits", lambda: (d._proc_stat(child.pid) or ("Z",))[0] == "Z", 30)
     return child
 
