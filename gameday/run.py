@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from gameday.clock import Clock
-from gameday.history import HistoryWriter, Mark, Record, RunHeader, read_history
+from gameday.history import HistoryWriter, Mark, Record, RunHeader
 from gameday.report import VerdictRecord, write_report
 from gameday.secrets import redact
-from gameday.target import Target
 from gameday.verdict import Verdict
+
+if TYPE_CHECKING:  # the target's models are built when a target is loaded, not on import
+    from gameday.target import Target
 
 REPORTS_ENV = "GAMEDAY_REPORTS_DIR"
 
@@ -118,7 +122,9 @@ class Run:
                 r.outcome = "skipped"
                 r.message = f"not run: {interrupted}" if interrupted else "not run"
         self.writer.close()
-        history = read_history(self.folder / "history.jsonl")
+        # The writer kept every record (as columns): the report is made from them, not from
+        # a second copy read back from the file.
+        history = self.writer.history()
         write_junit(self.folder / "junit.xml", self.target.name, self.scenarios)
         return write_report(self.folder, history, self.verdicts)
 
