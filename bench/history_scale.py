@@ -15,6 +15,7 @@ child's peak RSS (ru_maxrss), so nothing of one measurement is in another's memo
         --scenarios 1,12,192
     .venv/bin/python bench/history_scale.py game-day --hours 1 --rate 1000
     .venv/bin/python bench/history_scale.py loss --writes 1000000 --runs 3
+    .venv/bin/python bench/history_scale.py polls --before 0,100000,1000000
 """
 
 from __future__ import annotations
@@ -304,6 +305,67 @@ def child_loss(path: str) -> dict[str, Any]:
     }
 
 
+def child_polls(before: int, polls: int) -> dict[str, Any]:
+    """A scenario with `before` records ahead of its fault (3 probes and locust users, like
+    the generator's), then 10 s of its writer after the fault: the cost of one poll of the
+    recovery wait and of an error budget, as the engine makes them."""
+    from gameday.run import Run
+    from gameday.scenario import Scenario
+    from gameday.target import Target
+
+    raw = {"name": "polls", "provider": "generic", "entrypoint": {"url": "http://127.0.0.1:9"}}
+    target = Target.model_validate(raw)
+    clock = Clock(wall_anchor=time.time() - 10_000, monotonic_anchor=time.monotonic() - 10_000)
+    folder = WORK / f"polls-{before}-{os.getpid()}"
+    from gameday.history import HistoryWriter
+
+    writer = HistoryWriter(folder / "history.jsonl", RunHeader.create("p", "polls", clock))
+    run = Run("p", target, folder, clock, writer)
+    scenario = Scenario(run, "bench::polls", "polls", False, lambda _: None, target, started=0.0)
+
+    class Quiet:
+        name, rate, timeout_sec = "orders", WRITE_RATE, 0.5
+
+        def start(self) -> None: ...
+        def stop(self) -> None: ...
+
+    scenario.probes["orders"] = Quiet()  # type: ignore[assignment]
+    made = 0
+    for r in records(before * 2, 1, "p"):
+        if isinstance(r, Sample) and made < before:
+            writer.append(Sample(r.probe, r.seq, r.sent, r.duration, True, r.status, None,
+                                 r.server, r.key, "ok" if r.key else None))  # fmt: skip
+            made += 1
+    # 10 s of writes since the fault, up to now: the probe's record is complete and current.
+    fault = clock.now() - 10.2
+    writer.append(FaultEvent("database-failover", "inject-start", fault))
+    writer.append(FaultEvent("database-failover", "inject-end", fault + 0.5))
+    for k in range(10 * WRITE_RATE):  # 10 s of writes after the fault: 2 s failing
+        ok = k >= 2 * WRITE_RATE
+        writer.append(Sample("orders", 10**7 + k, fault + k / WRITE_RATE, 0.003 if ok else None,
+                             ok, error=None if ok else "timeout", key=f"o-{k}",
+                             outcome="ok" if ok else "info"))  # fmt: skip
+    recovery, budget = [], []
+    for _ in range(polls):
+        c0 = cpu()
+        verdict = scenario.recovered("orders", within_sec=60)
+        c1 = cpu()
+        failures = scenario.failures("orders", since=fault)
+        c2 = cpu()
+        recovery.append(c1 - c0)
+        budget.append(c2 - c1)
+    writer.close()
+    shutil.rmtree(folder)
+    return {
+        "records": len(writer),
+        "recovery_poll_ms": statistics.median(recovery) * 1000,
+        "budget_poll_ms": statistics.median(budget) * 1000,
+        "verdict": verdict.message[:60],
+        "failures": failures,
+        "load": load(),
+    }
+
+
 def run_child(*args: str) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, __file__, "child", *args], capture_output=True, text=True, cwd=ROOT
@@ -381,6 +443,17 @@ def generate_writes(writes: int) -> Path:
     return path
 
 
+def polls(befores: list[int], n: int) -> None:
+    print("records before the fault   recovery poll (ms CPU)   budget poll (ms CPU)   load")
+    for before in befores:
+        m = run_child("polls", str(before), str(n))
+        print(
+            f"{before:>25}   {m['recovery_poll_ms']:>22.2f}   {m['budget_poll_ms']:>20.3f}   "
+            f"{m['load']}  ({m['verdict']}; {m['failures']} failures)",
+            flush=True,
+        )
+
+
 def loss(writes: int, runs: int) -> None:
     path = generate_writes(writes)
     results = [run_child("loss", str(path)) for _ in range(runs)]
@@ -406,6 +479,8 @@ def main() -> None:
             out = child_curve(args[0])
         elif mode == "game-day":
             out = child_game_day(float(args[0]), int(args[1]))
+        elif mode == "polls":
+            out = child_polls(int(args[0]), int(args[1]))
         else:
             out = child_loss(args[0])
         print(json.dumps(out))
@@ -421,6 +496,9 @@ def main() -> None:
     g.add_argument("--hours", type=float, default=1.0)
     g.add_argument("--rate", type=int, default=PER_SEC)
     g.add_argument("--runs", type=int, default=1)
+    p = sub.add_parser("polls", help="a live wait's poll with 0..N records before the fault")
+    p.add_argument("--before", default="0,100000,1000000")
+    p.add_argument("--polls", type=int, default=21)
     lo = sub.add_parser("loss", help="the loss check of N acknowledged writes, file read included")
     lo.add_argument("--writes", type=int, default=1_000_000)
     lo.add_argument("--runs", type=int, default=3)
@@ -431,6 +509,8 @@ def main() -> None:
         )
     elif args.mode == "game-day":
         game_day(args.hours, args.rate, args.runs)
+    elif args.mode == "polls":
+        polls([int(x) for x in args.before.split(",")], args.polls)
     else:
         loss(args.writes, args.runs)
 

@@ -29,7 +29,7 @@ import math
 import os
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from itertools import compress
@@ -838,7 +838,9 @@ def _scenario_section(index: int, scenario: _Scenario, wall_start: str) -> str:
     )
 
 
-def _render(history: History, verdicts: Sequence[VerdictRecord]) -> str:
+def _render(history: History, verdicts: Sequence[VerdictRecord]) -> Iterator[str]:
+    """The page, in parts: one scenario's section at a time, so that a run of hundreds of
+    scenarios is never held as one string (nor twice, while it is written)."""
     header = history.header
     scenarios = _scenarios(history, verdicts)
     outcomes = Counter(s.outcome for s in scenarios)
@@ -856,10 +858,7 @@ def _render(history: History, verdicts: Sequence[VerdictRecord]) -> str:
         f'<li><a href="#s{i}">{_e(s.title)}</a> {_badge(s.outcome)}</li>'
         for i, s in enumerate(scenarios, start=1)
     )
-    sections = "".join(
-        _scenario_section(i, s, wall(s.start)) for i, s in enumerate(scenarios, start=1)
-    )
-    return (
+    yield (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>gameday report: {_e(header.run_id)}</title><style>{_CSS}</style></head>"
@@ -869,19 +868,23 @@ def _render(history: History, verdicts: Sequence[VerdictRecord]) -> str:
         f"<dt>started</dt><dd>{started}</dd>"
         f"<dt>scenarios</dt><dd>{scenario_totals}</dd>"
         f"<dt>verdicts</dt><dd>{verdict_ok} passed, {len(verdicts) - verdict_ok} failed</dd>"
-        f"</dl></header><nav><ol>{nav}</ol></nav>{sections}"
+        f"</dl></header><nav><ol>{nav}</ol></nav>"
+    )
+    for i, s in enumerate(scenarios, start=1):
+        yield _scenario_section(i, s, wall(s.start))
+    yield (
         "<footer>Times are seconds since each scenario started, on the run's monotonic clock; "
         "samples are placed at their send time.</footer></body></html>\n"
     )
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, text: str | Iterable[str]) -> None:
     # A reader (or a run killed while writing) never sees half a file. open() rather than
     # mkstemp: the report gets the umask's permissions, not mkstemp's owner-only ones.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+            f.writelines([text] if isinstance(text, str) else text)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
