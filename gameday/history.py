@@ -4,7 +4,7 @@ A run writes its history as it grows, one JSON object per line (`history.jsonl`)
 after every record: when the run is killed (even with SIGKILL) every record already appended
 is in the operating system's hands and survives. `read_history` reads a file back.
 
-In memory a history is typed columns, not objects (~55 bytes a sample, so hours of samples fit),
+In memory a history is typed columns, not objects (~60 bytes a sample, so hours of samples fit),
 with each probe's send order kept as samples arrive: the live waits of a scenario (has the
 probe recovered, how many failures since the fault) cost what they read, not what the run
 holds, and the report cuts each scenario out by bisection. Checks stay pure functions of
@@ -352,7 +352,7 @@ def record_from_dict(d: Mapping[str, Any]) -> Record:
 
 # A sample kept as a dataclass costs ~500 bytes; a 1-hour game day at 1,000 samples/s holds
 # 3.6M of them. Kept as typed columns (one array per field, in the order appended) it costs
-# ~55 bytes: strings that repeat (probe, server, the prefix of a write id) are interned, and a
+# ~60 bytes: strings that repeat (probe, server, the prefix of a write id) are interned, and a
 # write id that ends in a counter ("gameday-<run>-orders-17", the probes' own) keeps that
 # counter as an integer.
 _NO_STATUS = -(2**31)
@@ -725,7 +725,7 @@ class HistoryWriter:
     another run's history. With `fsync=True` each record is also forced to the disk (survives
     a power loss, not only a killed process), at the cost of a disk sync per record.
 
-    The records appended are also kept in memory (typed columns, ~55 bytes a sample), so the
+    The records appended are also kept in memory (typed columns, ~60 bytes a sample), so the
     run judges what happened so far without parsing the file again, and writes its report from
     them at the end. What the live waits ask several times a second is answered from indexes
     kept as records arrive, at a cost that does not grow with the records already kept:
