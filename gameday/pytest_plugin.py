@@ -329,12 +329,30 @@ class ScenarioOutcomes:
             result.outcome = "passed"
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[None, None, None]:
     """After every fixture's teardown (pytest's own sessionfinish tears them down, and with
-    them the faults heal into the history): close the run and write its report."""
+    them the faults heal into the history): close the run and write its report, whatever
+    the teardown did. A wrapper, so that a heal failing in that teardown (the journal keeps
+    the fault, the history its heal-failed mark) cannot cut the report, junit.xml or the lab's
+    shutdown short; the failure is said in one line and the session does not exit 0."""
     state = session.config.stash.get(SESSION_KEY, None)
-    if state is not None and state.run is not None and not state.run.writer.closed:
+    try:
+        yield
+    except Exception as exc:
+        if state is None:
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        state.notes.append(f"the teardown failed: {redact(first)[:300]}")
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    finally:
+        if state is not None:
+            _finish_session(state, exitstatus)
+
+
+def _finish_session(state: GamedaySession, exitstatus: int) -> None:
+    if state.run is not None and not state.run.writer.closed:
         interrupted = (
             "the run was interrupted (Ctrl-C or SIGTERM)"
             if exitstatus == pytest.ExitCode.INTERRUPTED
@@ -342,7 +360,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         )
         report = state.run.finish(interrupted=interrupted)
         state.notes.append(f"report: {report}")
-    if state is None or not state.lab_started:
+    if not state.lab_started:
         return
     if state.keep_lab:
         state.notes.append("the lab is still running (--keep-lab); stop it with `gameday lab down`")
