@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from lab import control, docker_runtime, health
+from lab import configs, control, docker_runtime, health
 from lab.layout import SERVERS, LabLayout
 from lab.target import DOCKER_BASE_PORT, render_docker_target
 from lab.wait import poll_until
@@ -78,6 +78,27 @@ def test_every_program_is_a_running_container_of_its_hosts_project(docker_lab: L
         assert projects[program] == f"gameday-lab-{DOCKER_BASE_PORT}-control"
     assert {c["State"]["Status"] for c in containers.values()} == {"running"}
     assert all(c.healthy for c in health.components(docker_lab))
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_each_container_competes_for_the_cpu_as_its_own_processes(docker_lab: LabLayout) -> None:
+    """The kernel's view: every container's cgroup sits under the root of the cpu hierarchy,
+    weighed as docker_runtime says, not all under one podman parent sharing a single weight
+    (on a busy machine that starved the whole lab, and pg_auto_failover never failed over)."""
+    kinds = {p.name: p.kind for p in configs.programs(docker_lab)}
+    checked = 0
+    for program, attrs in _containers(docker_lab).items():
+        lines = Path(f"/proc/{attrs['State']['Pid']}/cgroup").read_text().splitlines()
+        cpu = [line.split(":", 2)[2] for line in lines if "cpu" in line.split(":")[1].split(",")]
+        if not cpu:
+            pytest.skip("no cgroup v1 cpu controller here: CPU weights are not cpu.shares")
+        assert cpu[0] == f"/libpod-{attrs['Id']}", (program, cpu[0])
+        shares = int(Path(f"/sys/fs/cgroup/cpu{cpu[0]}/cpu.shares").read_text())
+        expected = docker_runtime.CPU_SHARES.get(kinds[program], docker_runtime.CPU_SHARES_DEFAULT)
+        assert shares == expected, (program, shares)
+        checked += 1
+    assert checked == len(kinds)
 
 
 @pytest.mark.docker
