@@ -111,6 +111,13 @@ def _create(client: Any, layout: LabLayout, p: Program) -> Any:
         # pg_autoctl's pid files belong on the container's fresh /tmp (see tmpfs below), not
         # in the lab's folder, which outlives the container.
         env["XDG_RUNTIME_DIR"] = "/tmp"
+    if "PG_REGRESS_SOCK_DIR" in env:
+        # PostgreSQL's unix socket too, for its lock file: a SIGKILLed postmaster leaves
+        # `.s.PGSQL.<port>.lock` naming its pid, and a restarted container hands out the
+        # same few pids again. In the lab's folder, the next postmaster found that pid alive
+        # (another process of the new container), stopped with "lock file ... already
+        # exists", and pg_autoctl waited for it for good: the old primary never rejoined.
+        env["PG_REGRESS_SOCK_DIR"] = env["PGHOST"] = "/tmp"
     kwargs: dict[str, Any] = {}
     check = _healthcheck(p)
     if check is not None:

@@ -585,6 +585,8 @@ def test_an_automatic_heal_the_manager_never_finishes_says_why_in_one_line(
     # Both containers named, each with what its control file says: two primaries.
     assert f"{pg_pair.primary.name} in production" in message
     assert f"{pg_pair.replica.name} in production" in message
+    # And what the old primary's container said last, often why it is stuck.
+    assert f"{pg_pair.primary.name} last logged: " in message
     assert fault.in_effect()
 
 

@@ -103,6 +103,39 @@ def test_each_container_competes_for_the_cpu_as_its_own_processes(docker_lab: La
 
 @pytest.mark.docker
 @pytest.mark.slow
+def test_a_sigkilled_database_container_leaves_no_lock_for_its_next_start(
+    docker_lab: LabLayout,
+) -> None:
+    """A SIGKILLed postmaster leaves its socket's lock file naming its pid. In the lab's folder
+    it outlived the container, the restarted container reused that pid for another process,
+    and the next postmaster refused to start ("lock file ... already exists"): pg_autoctl
+    then waited for it for good and the crashed primary never rejoined. Such files must live
+    and die with the container (its fresh /tmp)."""
+    primary = health.pg_primary(docker_lab)
+    assert primary is not None
+    [standby] = [s for s in SERVERS if s != primary]
+    port = docker_lab.pg_port(standby)
+    with docker_runtime.engine(docker_lab).client() as client:
+        container = client.containers.get(
+            docker_runtime.container_name(docker_lab, standby.postgres_program)
+        )
+        assert container.exec_run(["test", "-S", f"/tmp/.s.PGSQL.{port}"]).exit_code == 0
+        container.kill()
+
+        def exited() -> bool:
+            container.reload()
+            return bool(container.status == "exited")
+
+        assert poll_until(exited, timeout=30)
+        left = sorted(str(p) for p in docker_lab.state_dir.rglob(f".s.PGSQL.{port}*"))
+        assert left == [], left
+        container.start()
+    # And the node comes back as the standby.
+    assert poll_until(lambda: _unhealthy(docker_lab) == [], timeout=120), _unhealthy(docker_lab)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
 def test_resilience_scenarios_pass_on_the_docker_fault_path(
     docker_lab: LabLayout, tmp_path: Path
 ) -> None:

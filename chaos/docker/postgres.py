@@ -60,6 +60,16 @@ def cluster_state(container: Any, db: DockerDatabase) -> str:
 SETTLED = ["in archive recovery", "in production"]
 
 
+def _last_log_line(container: Any) -> str:
+    """The container's last non-empty log line, shortened: often the reason it is stuck."""
+    try:
+        text = container.logs(tail=5).decode(errors="replace")
+    except Exception:  # the engine's logs are a hint for a message, never a second failure
+        return ""
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    return lines[-1][-200:] if lines else ""
+
+
 @dataclass(frozen=True)
 class _Node:
     server: Server
@@ -256,9 +266,11 @@ class DatabaseFailover(DockerFault):
                 # Each look is two execs: twice a second is plenty for a failover manager.
                 if not poll_until(settled, timeout=FAILOVER_TIMEOUT_SEC, interval=0.5):
                     states = ", ".join(f"{c} {s}" for c, s in seen.items())
+                    said = _last_log_line(old)
                     raise FaultError(
                         "the failover manager did not make the database a primary and a "
                         f"replica again within {FAILOVER_TIMEOUT_SEC:.0f} s ({states})"
+                        + (f"; {old.name} last logged: {said}" if said else "")
                     )
             _, host = docker_server(self.target, name)
             wait_healthy(old, timeout=host.health_timeout_sec, who=f"server {name}")
