@@ -317,8 +317,13 @@ def ledger_location(url: str | None = None, *, source: str | None = None) -> Led
     if scheme in ("postgresql", "postgres"):
         return LedgerLocation("postgres", url, source)
     if scheme == "sqlite":
-        # sqlite:///abs/path or sqlite:relative/path (the SQLAlchemy spelling, minus a host)
-        path = url.removeprefix("sqlite:").removeprefix("//")
+        # SQLAlchemy's spelling: sqlite:///relative/path, sqlite:////absolute/path
+        if url.startswith("sqlite:///"):
+            path = url.removeprefix("sqlite:///")
+        elif url.startswith("sqlite://"):
+            raise LedgerError(f"{source}: {url!r}: write sqlite:////absolute/path/file")
+        else:
+            path = url.removeprefix("sqlite:")
         if not path:
             raise LedgerError(f"{source}: {url!r} names no SQLite file (sqlite:///path/file)")
         return LedgerLocation("sqlite", path, source)

@@ -81,6 +81,8 @@ class LedgerState:
     stopped: str | None = None
     #: node ids of scenarios whose outcome pytest reported in full
     reported: set[str] = field(default_factory=set)
+    #: node id -> the scenario's title as written in its feature file
+    titles: dict[str, str] = field(default_factory=dict)
     records: int = 0
 
 
@@ -125,6 +127,11 @@ def pytest_collection_finish(session: pytest.Session) -> Generator[None, None, N
     ledger_state = config.stash[LEDGER_KEY]
     state = config.stash.get(SESSION_KEY, None)
     scenarios = any(_is_scenario(i) for i in session.items)
+    for item in session.items:
+        if _is_scenario(item):
+            # pytest-bdd's docstring is "<feature>: <scenario>"; the ledger groups by the latter
+            doc = getattr(getattr(item, "obj", None), "__doc__", None) or ""
+            ledger_state.titles[item.nodeid] = doc.rpartition(": ")[2] or item.name
     if state is not None and not config.option.collectonly and scenarios:
         _take_lease(session, state, ledger_state)
     result = yield
@@ -269,6 +276,7 @@ def _append_records(
         run,
         target,
         reported=ledger_state.reported,
+        titles=ledger_state.titles,
         stopped=ledger_state.stopped,
         plan=os.environ.get(PLAN_ENV, ""),
         deployment_revision=os.environ.get(DEPLOYMENT_REVISION_ENV, ""),
@@ -290,6 +298,7 @@ def run_records(
     *,
     reported: set[str],
     stopped: str | None,
+    titles: dict[str, str] | None = None,
     plan: str,
     deployment_revision: str,
 ) -> list[RunRecord]:
@@ -333,7 +342,8 @@ def run_records(
                 run_id=run.run_id, kind="scenario", plan=plan, target_name=target.name,
                 target_key=target.identity(), harness_revision=revision,
                 deployment_revision=deployment_revision, host=host, started_at=started,
-                ended_at=ended, scenario=result.nodeid, title=result.title or result.nodeid,
+                ended_at=ended, scenario=result.nodeid,
+                title=(titles or {}).get(result.nodeid) or result.title or result.nodeid,
                 outcome=outcome, message=message, duration_sec=result.duration_sec,
                 metrics=metrics, verdicts=verdicts,
                 report=str((run.folder / "report.html").resolve()),

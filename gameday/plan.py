@@ -310,8 +310,11 @@ def _fail(plan: Plan, where: str, problem: str) -> PlanError:
 
 
 def _resolve(plan: Plan, project: Path) -> LoadedPlan:
+    name = plan.target
+    if ("/" in name or name.endswith((".yaml", ".yml"))) and not Path(name).is_absolute():
+        name = str(project / name)  # the project folder's, wherever gameday runs from
     try:
-        target = load_target(plan.target)
+        target = load_target(name)
     except TargetError as exc:
         raise _fail(plan, "target", str(exc)) from None
     markers = registered_markers(project)
