@@ -216,7 +216,12 @@ def _run(ready: Ready) -> int:
 def run_pytest(cmd: Sequence[str], *, env: dict[str, str], timeout_sec: float) -> int:
     """Run pytest in its own session; pass our first SIGINT/SIGTERM/SIGHUP (and each later
     one) on to it, so it heals and stops; stop it after `timeout_sec` the same way."""
-    proc = subprocess.Popen(list(cmd), env=env, start_new_session=True)
+    # Its own session: a Ctrl-C in the terminal reaches only us, and we pass it on once (a
+    # second signal during a heal would abandon the heal). If we are killed, it is told to
+    # stop (SIGTERM: it heals) rather than run on with nobody to read its outcome.
+    proc = subprocess.Popen(
+        list(cmd), env=env, start_new_session=True, preexec_fn=_terminate_with_parent
+    )
 
     def forward(signum: int, frame: FrameType | None) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -242,6 +247,14 @@ def run_pytest(cmd: Sequence[str], *, env: dict[str, str], timeout_sec: float) -
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _terminate_with_parent() -> None:
+    with contextlib.suppress(Exception):  # Linux only; elsewhere the run simply goes on
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _failures(records: Sequence[RunRecord]) -> list[str]:
