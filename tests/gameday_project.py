@@ -3,8 +3,8 @@
 It holds a copy of the harness's conftest.py and pytest.ini, a few feature files, and a
 generic target whose entrypoint is a real HTTP server in the test process and whose faults
 are real command faults on files:
-- `marker`: creates the file `broken` (healed: removed), so "nothing injected" is a file that
-  does not exist;
+- `marker`: creates the file `broken` (healed: removed; in effect while it exists), so
+  "nothing injected" is a file that does not exist, and people "restore" by removing it;
 - `outage`: makes the entrypoint answer 503 for $OUTAGE_SEC seconds (default 1), after
   which it recovers by itself, so a run's time to recover is what the test chose.
 Runs are real processes (`gameday run`, pytest), the ledger a real SQLite file.
@@ -69,6 +69,7 @@ faults:
     label: marker file
     inject: touch {folder}/broken
     heal: rm -f {folder}/broken
+    check: test -e {folder}/broken
   outage:
     label: entrypoint outage
     inject: sh -c 'echo ${{OUTAGE_SEC:-1}} > {folder}/down'

@@ -277,3 +277,68 @@ def test_ack_is_recorded_for_drills(project: Project) -> None:
     assert out.returncode == 0 and "acknowledged: target fake by dave" in out.stdout
     with Ledger.open(project.ledger_url) as ledger:
         assert [e.who for e in ledger.events(fake(project), kind="ack")] == ["dave"]  # type: ignore[arg-type]
+
+
+# -- drills (the lab's drills: tests/test_gamedays_on_lab.py) ----------------------------------
+
+DRILL = """\
+target: targets/fake.yaml
+features: [features/ok.feature]
+allow_destructive: true
+drill: {{fault: command, params: {{label: marker file, inject: touch {folder}/broken,
+         heal: rm -f {folder}/broken, check: test -e {folder}/broken}}, deadline_sec: {deadline},
+         probe_rate: 10}}
+"""
+
+
+def drill_plan(project: Project, deadline: float) -> str:
+    project.write("gamedays/drill.yaml", DRILL.format(folder=project.folder, deadline=deadline))
+    return "drill"
+
+
+def test_a_drill_measures_detection_and_restoration_by_people(project: Project) -> None:
+    run = project.popen([*GAMEDAY, "run", drill_plan(project, 300), "--drill"])
+    try:
+        wait_for("the drill's fault in effect", lambda: project.marker.exists())
+        time.sleep(1)
+        assert project.gameday("ack", "--target", "targets/fake.yaml", "--by", "oncall")\
+            .returncode == 0  # fmt: skip
+        time.sleep(1)
+        project.marker.unlink()  # the people restore it
+        out, _ = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            kill_run(run)
+    assert run.returncode == 0, out[-3000:]
+    assert "detected after" in out and "acknowledged by oncall" in out
+    (row,) = records(project)
+    assert row.kind == "drill" and row.outcome == "passed"  # type: ignore[attr-defined]
+    m = row.metrics  # type: ignore[attr-defined]
+    assert 1 <= m["time_to_detect"] < m["time_to_restore"] and m["time_to_mitigate"] == 0
+    assert pending(project) == []
+
+
+def test_a_drill_left_alone_heals_at_its_deadline_and_fails(project: Project) -> None:
+    out = project.gameday("run", drill_plan(project, 3), "--drill")
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr
+    assert "not restored within the deadline of 3 s: healed automatically" in out.stdout
+    assert not project.marker.exists() and pending(project) == []
+    (row,) = records(project)
+    assert row.outcome == "failed" and "time_to_restore" not in row.metrics  # type: ignore[attr-defined]
+
+
+def test_a_pause_heals_a_drill_and_stops_it(project: Project) -> None:
+    run = project.popen([*GAMEDAY, "run", drill_plan(project, 300), "--drill"])
+    try:
+        wait_for("the drill's fault in effect", lambda: project.marker.exists())
+        project.gameday("pause", "--target", "targets/fake.yaml", "--reason", "stop", "--by", "eve")
+        out, _ = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            kill_run(run)
+    assert run.returncode == 1, out[-3000:]
+    assert "paused by eve" in out and not project.marker.exists() and pending(project) == []
+    (row,) = records(project)
+    assert row.outcome == "aborted" and "paused by eve" in row.message  # type: ignore[attr-defined]
+    refused = project.gameday("run", "drill", "--drill")
+    assert refused.returncode == 3 and "paused by eve" in refused.stderr
