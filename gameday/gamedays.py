@@ -421,7 +421,9 @@ def cmd_history(
         _err(str(exc))
         return EXIT_BAD_INPUT
     with ledger:
-        records = ledger.records(target_key=key, title_contains=scenario, last_runs=last)
+        records = ledger.records(
+            target_key=key, title_contains=scenario, last_runs=last, verdicts=False
+        )
     if not records:
         print("no runs recorded" + (" for that target" if key else "") + " yet")
         return EXIT_OK

@@ -284,6 +284,14 @@ def _short(text: str, width: int) -> str:
 
 
 _W, _H, _PAD = 720, 170, 44
+#: more runs than this in one chart are drawn in groups of consecutive runs (median, and the
+#: range as a bar), so a page over 10,000 runs stays small and quick to draw
+MAX_POINTS = 360
+
+
+def _groups(points: list[tuple[RunRecord, float]]) -> list[list[tuple[RunRecord, float]]]:
+    size = math.ceil(len(points) / MAX_POINTS)
+    return [points[i : i + size] for i in range(0, len(points), size)]
 
 
 def _chart(metric: str, records: Sequence[RunRecord], page_dir: Path | None) -> str:
@@ -296,7 +304,8 @@ def _chart(metric: str, records: Sequence[RunRecord], page_dir: Path | None) -> 
         hi = max(hi, 100.0)
     if hi == lo:
         hi, lo = hi + 1, max(lo - 1, 0) if lo >= 0 else lo - 1
-    n = len(points)
+    groups = _groups(points)
+    n = len(groups)
 
     def x(i: int) -> float:
         return _PAD + (i + 0.5) * (_W - 2 * _PAD) / n
@@ -305,29 +314,45 @@ def _chart(metric: str, records: Sequence[RunRecord], page_dir: Path | None) -> 
         return _H - 24 - (v - lo) / (hi - lo) * (_H - 44)
 
     m = METRICS[metric]
+    grouped = f", {len(groups[0])} runs per mark" if len(groups[0]) > 1 else ""
     parts = [
         f'<svg viewBox="0 0 {_W} {_H}" width="{_W}" height="{_H}" role="img" '
         f'aria-label="{html.escape(m.label)}">',
         f'<text x="4" y="14" class="t">{html.escape(m.label)}'
-        f"{' (' + m.unit + ')' if m.unit else ''}</text>",
+        f"{' (' + m.unit + ')' if m.unit else ''}{grouped}</text>",
         f'<text x="4" y="{y(hi) + 4:.0f}" class="a">{fmt(metric, hi)}</text>',
         f'<text x="4" y="{y(lo) + 4:.0f}" class="a">{fmt(metric, lo)}</text>',
         f'<line x1="{_PAD}" x2="{_W - 4}" y1="{y(lo):.1f}" y2="{y(lo):.1f}" class="g"/>',
     ]
-    path = " ".join(f"{'M' if i == 0 else 'L'}{x(i):.1f},{y(v):.1f}" for i, (_, v) in
-                    enumerate(points))  # fmt: skip
+    medians = [statistics.median(v for _, v in g) for g in groups]
+    path = " ".join(f"{'M' if i == 0 else 'L'}{x(i):.1f},{y(v):.1f}" for i, v in
+                    enumerate(medians))  # fmt: skip
     parts.append(f'<path d="{path}" class="l"/>')
-    for i, (r, v) in enumerate(points):
-        cls = "f" if r.outcome != "passed" else ("r" if r.regression else "p")
-        tip = f"{r.run_id} {iso(r.ended_at)} {r.outcome}: {fmt(metric, v)}"
-        if r.regression:
-            tip += f" REGRESSION {r.regression}"
+    for i, (group, v) in enumerate(zip(groups, medians, strict=True)):
+        failed = [r for r, _ in group if r.outcome != "passed"]
+        regressed = [r for r, _ in group if r.regression]
+        cls = "f" if failed else ("r" if regressed else "p")
+        shown = (failed or regressed or [group[-1][0]])[-1]
+        if len(group) == 1:
+            tip = f"{shown.run_id} {iso(shown.ended_at)} {shown.outcome}: {fmt(metric, v)}"
+            if shown.regression:
+                tip += f" REGRESSION {shown.regression}"
+        else:
+            low, high = min(g[1] for g in group), max(g[1] for g in group)
+            tip = (f"{len(group)} runs {group[0][0].run_id} .. {group[-1][0].run_id}: median "
+                   f"{fmt(metric, v)} (min {fmt(metric, low)}, max {fmt(metric, high)}); "
+                   f"{len(failed)} not passed, {len(regressed)} regressed; links to "
+                   f"{shown.run_id}")  # fmt: skip
+            parts.append(
+                f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{y(low):.1f}" y2="{y(high):.1f}" '
+                'class="g"/>'
+            )
         shape = (
             f'<path d="M{x(i) - 4:.1f},{y(v) - 4:.1f}l8,8m0,-8l-8,8" class="{cls}"/>'
             if cls == "f"
             else f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="3.5" class="{cls}"/>'
         )
-        link = _link(r.report, page_dir)
+        link = _link(shown.report, page_dir)
         body = f"<title>{html.escape(tip)}</title>{shape}"
         parts.append(f'<a href="{html.escape(link)}">{body}</a>' if link else f"<g>{body}</g>")
     parts.append("</svg>")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -146,7 +147,7 @@ def test_regressions_on_synthetic_ledger_rows(tmp_path: Path) -> None:
 
     def row(run: str, ended: float, ttr: float, outcome: str = "passed") -> RunRecord:
         r = rec(run, ended, outcome, time_to_recover=ttr)
-        return RunRecord(**{**r.__dict__, "target_key": key})
+        return replace(r, target_key=key)
 
     history = [row(f"old{i}", i, 50.0) for i in range(5)]  # slow, but older than the last 5
     history += [row(f"r{i}", 100 + i, 1.0 + i / 100) for i in range(5)]
@@ -174,8 +175,8 @@ def test_history_table_and_trend_page(tmp_path: Path) -> None:
     records = [
         rec("r1", 100, time_to_recover=1.3, lost_writes=0, availability=99.9),
         rec("r2", 200, "failed", time_to_recover=45.0, lost_writes=2, availability=80.0),
-        RunRecord(**{**rec("r3", 300, time_to_recover=9.8).__dict__,
-                     "regression": "database failover: time to recover 9.8 s vs ..."}),
+        replace(rec("r3", 300, time_to_recover=9.8),
+                regression="database failover: time to recover 9.8 s vs ..."),
     ]  # fmt: skip
     table = history_table(records)
     lines = table.splitlines()
