@@ -44,6 +44,10 @@ from gameday.target import Target
 
 LEDGER_URL_ENV = "GAMEDAY_LEDGER_URL"
 LEASE_TTL_ENV = "GAMEDAY_LEASE_TTL_SEC"
+# A lease holder hands its token to the processes it starts: a run started *by* the holder (a
+# harness test running pytest, `make test` running the resilience tests) is part of its game
+# day, not a second one.
+LEASE_TOKEN_ENV = "GAMEDAY_LEASE_TOKEN"
 # What `gameday run` tells the pytest session underneath (gameday.ledger_plugin reads them).
 PLAN_ENV = "GAMEDAY_PLAN"
 RUN_INFO_ENV = "GAMEDAY_RUN_INFO"
@@ -540,7 +544,22 @@ class Ledger:
         now = self.now()
         if lease is None or lease.expires_at <= now or lease.holder.gone():
             return None
+        if self.joinable(target) is not None:
+            return None
         return str(LeaseHeld(lease, now))
+
+    def joinable(self, target: Target, token: str | None = None) -> Lease | None:
+        """The target's live lease when `token` (default: $GAMEDAY_LEASE_TOKEN, set by a
+        holder for the processes it starts) is its token, else None."""
+        token = token if token is not None else os.environ.get(LEASE_TOKEN_ENV)
+        if not token:
+            return None
+        lease = self.lease(target)
+        if lease is None or lease.token != token:
+            return None
+        if lease.expires_at <= self.now() or lease.holder.gone():
+            return None
+        return lease
 
     # -- the kill switch -------------------------------------------------------------------
     def pause(self, target: Target, *, reason: str, by: str) -> Pause:

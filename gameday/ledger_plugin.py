@@ -35,6 +35,7 @@ import pytest
 
 from gameday.ledger import (
     DEPLOYMENT_REVISION_ENV,
+    LEASE_TOKEN_ENV,
     PLAN_ENV,
     RUN_INFO_ENV,
     Lease,
@@ -161,6 +162,12 @@ def _take_lease(session: pytest.Session, state: GamedaySession, ledger_state: Le
             return
         try:
             refuse_if_paused(target, ledger=ledger)
+            joined = ledger.joinable(target)
+            if joined is not None:
+                run = joined.run_id or "(starting)"
+                _say(config, f"part of the game day of run {run} (pid {joined.holder.pid}) "
+                     "that started this session: under its lease")  # fmt: skip
+                return
             lease, previous = ledger.acquire(
                 target, plan=os.environ.get(PLAN_ENV, ""), ttl_sec=None
             )
@@ -170,6 +177,7 @@ def _take_lease(session: pytest.Session, state: GamedaySession, ledger_state: Le
         except LedgerError as exc:
             pytest.exit(redact(str(exc)), returncode=EXIT_BAD_INPUT)
     ledger_state.lease = lease
+    os.environ[LEASE_TOKEN_ENV] = lease.token  # for the processes this session starts
     if previous is not None:
         died = previous.describe(lease.since)
         _say(config, f"took over the lease of a game day that died holding it ({died})")
@@ -258,6 +266,8 @@ def _release(config: pytest.Config, ledger_state: LedgerState) -> None:
     lease = ledger_state.lease
     if lease is None:
         return
+    if os.environ.get(LEASE_TOKEN_ENV) == lease.token:
+        del os.environ[LEASE_TOKEN_ENV]
     try:
         with Ledger.open() as ledger:
             ledger.release(lease)

@@ -166,6 +166,28 @@ def test_a_holder_killed_on_another_machine_holds_until_its_lease_expires(
             os.killpg(victim.pid, signal.SIGKILL)
 
 
+def test_a_session_started_by_the_holder_is_part_of_its_game_day(project: Project) -> None:
+    """`make test` holds the lab's lease while the harness's tests run pytest on the lab:
+    those sessions carry the holder's token and run under its lease; others are refused."""
+    from gameday.ledger import LEASE_TOKEN_ENV
+
+    cmd = project.pytest_cmd("features/hold.feature", "--target", "targets/fake.yaml")
+    with Ledger.open(project.ledger_url) as ledger:
+        lease, _ = ledger.acquire(fake(project), plan="make-test")  # type: ignore[arg-type]
+        stranger = subprocess.run(cmd, cwd=project.folder, env=project.env, capture_output=True,
+                                  text=True, timeout=180)  # fmt: skip
+        assert stranger.returncode == 3, stranger.stdout[-2000:]
+        env = {**project.env, LEASE_TOKEN_ENV: lease.token}
+        child = subprocess.run(cmd, cwd=project.folder, capture_output=True, text=True, env=env,
+                               timeout=180)  # fmt: skip
+        assert child.returncode == 0, child.stdout[-2000:]
+        assert "part of the game day of run (starting)" in child.stdout
+        held = ledger.lease(fake(project))  # type: ignore[arg-type]
+        assert held is not None and held.token == lease.token  # not released by the child
+        ledger.release(lease)
+    assert len(records(project)) == 1 and not project.marker.exists()
+
+
 # -- the kill switch ----------------------------------------------------------------------------
 
 
