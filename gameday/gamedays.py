@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -75,8 +75,8 @@ class Ready:
     """A plan that may run now, and the ledger it records into."""
 
     loaded: LoadedPlan
-    ledger_url: str | None
-    ledger_source: str | None
+    ledger_url: str | None = field(repr=False)  # it may hold a password
+    ledger_source: str | None = None
 
 
 def ledger_of(loaded: LoadedPlan) -> tuple[str | None, str | None]:

@@ -302,8 +302,9 @@ class LedgerLocation:
     """A parsed ledger URL and where it came from (for the one-line error)."""
 
     dialect: Dialect
-    url: str  # the postgres URL as given, or the SQLite file path
-    source: str  # "GAMEDAY_LEDGER_URL", "gamedays/x.yaml: ledger", or "default"
+    # the postgres URL as given (its password too: never in a repr), or the SQLite file path
+    url: str = field(repr=False)
+    source: str = ""  # "GAMEDAY_LEDGER_URL", "gamedays/x.yaml: ledger", or "default"
 
     @property
     def shown(self) -> str:

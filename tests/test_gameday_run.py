@@ -294,6 +294,20 @@ def test_a_failing_scenario_exits_1_and_is_recorded(project: Project) -> None:
     assert "game day wrong on fake: FAILED (1 of 2 scenario(s) passed)" in out.stdout
 
 
+def test_runs_record_the_harness_and_deployment_revisions(project: Project) -> None:
+    for name, how in (("by-command", "{command: 'echo v1.2.3 built today'}"),
+                      ("by-url", f"{{url: '{project.url}/version'}}")):  # fmt: skip
+        project.write(f"gamedays/{name}.yaml", "target: targets/fake.yaml\nfeatures: "
+                      f"[features/ok.feature]\ndeployment_revision: {how}\n")  # fmt: skip
+        project.gameday("run", name)
+    revisions = {(r.plan, r.deployment_revision) for r in records(project)}  # type: ignore[attr-defined]
+    assert revisions == {("by-command", "v1.2.3 built today"), ("by-url", "ok")}
+    harness = {r.harness_revision for r in records(project)}  # type: ignore[attr-defined]
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    assert harness == {head}
+
+
 def test_ack_is_recorded_for_drills(project: Project) -> None:
     out = project.gameday("ack", "--target", "targets/fake.yaml", "--by", "dave", "--note", "seen")
     assert out.returncode == 0 and "acknowledged: target fake by dave" in out.stdout
