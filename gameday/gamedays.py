@@ -299,10 +299,10 @@ def _finish(ready: Ready, code: int, info: dict[str, Any], host: str) -> int:
     plan = loaded.plan
     if code == EXIT_REFUSED or "refused" in info:
         return EXIT_REFUSED  # pytest said why, in one line
-    if code in (2, 4, 5):
+    run_id = str(info.get("run_id", ""))
+    if code in (2, 4, 5) and not run_id:  # stopped before its run began: its input
         _err(f"pytest exited {code} (bad input) running {loaded.source}")
         return EXIT_BAD_INPUT
-    run_id = str(info.get("run_id", ""))
     records: list[RunRecord] = []
     found: list[Regression] = []
     if run_id:
@@ -316,6 +316,8 @@ def _finish(ready: Ready, code: int, info: dict[str, Any], host: str) -> int:
     for reg in found:
         _err(f"REGRESSION: {reg}")
     stopped = info.get("stopped")
+    if code not in (EXIT_OK, EXIT_FAILED) and not stopped:
+        stopped = f"interrupted (pytest exited {code})"
     if code == EXIT_OK and not found:
         outcome, result = "passed", EXIT_OK
     elif code == EXIT_OK:

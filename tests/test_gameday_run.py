@@ -281,6 +281,29 @@ def test_a_slower_recovery_fails_as_a_regression_and_an_unchanged_one_passes(
     assert page.parent == project.folder / "reports" and "time to recover" in page.read_text()
 
 
+def test_sigterm_to_a_run_heals_and_ends_it_as_aborted(project: Project) -> None:
+    run = project.popen([*GAMEDAY, "run", hold_plan(project, 120, "long")])
+    try:
+        wait_for("the fault in effect", lambda: project.marker.exists())
+        run.send_signal(signal.SIGTERM)  # systemd's stop, a CI job cancelled
+        out, _ = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            kill_run(run)
+    assert run.returncode == 1, out[-3000:]
+    assert "game day long on fake: ABORTED" in out and "interrupted" in out
+    assert not project.marker.exists() and pending(project) == []
+    (row,) = records(project)
+    assert row.outcome == "aborted"  # type: ignore[attr-defined]
+
+
+def test_a_run_past_the_plans_timeout_is_stopped_and_healed(project: Project) -> None:
+    out = project.gameday("run", hold_plan(project, 120, "long", "timeout_sec: 15\n"))
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr
+    assert "the run took longer than the plan's timeout (15 s)" in out.stderr
+    assert not project.marker.exists() and pending(project) == []
+
+
 def test_a_failing_scenario_exits_1_and_is_recorded(project: Project) -> None:
     project.write("gamedays/wrong.yaml", "target: targets/fake.yaml\nfeatures: "
                   "[features/ok.feature]\n")  # fmt: skip
