@@ -74,7 +74,6 @@ class LedgerHookSpecs:
 class LedgerState:
     """This session's dealings with the ledger; one per session, in config.stash."""
 
-    url_checked: bool = False
     lease: Lease | None = None
     keeper: LeaseKeeper | None = None
     target: Target | None = None
@@ -152,7 +151,6 @@ def _take_lease(session: pytest.Session, state: GamedaySession, ledger_state: Le
     except LedgerError as exc:
         pytest.exit(redact(str(exc)), returncode=EXIT_BAD_INPUT)
     with ledger:
-        ledger_state.url_checked = True
         try:
             target = load_target(state.target_name)
         except TargetError:
