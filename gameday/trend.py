@@ -23,11 +23,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from gameday.checks.history import latency_percentiles
-from gameday.history import FaultEvent, History, Mark, Sample
 from gameday.ledger import RunRecord, iso
+
+if TYPE_CHECKING:
+    from gameday.history import History
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,11 @@ def verdict_metrics(verdicts: Iterable[Mapping[str, Any]]) -> dict[str, float]:
 def scenario_latencies(history: History, nodeid: str) -> dict[str, float]:
     """p50/p95/p99 (ms) of the HTTP probes' successful requests of one scenario while its
     fault was in effect (the whole scenario when it had no fault)."""
+    # Imported here: plans (and `gameday run` refusing in under a second) need this module's
+    # tolerances, not the checks.
+    from gameday.checks.history import latency_percentiles
+    from gameday.history import FaultEvent, Sample
+
     start = end = None
     for mark in history.marks:
         if mark.detail.get("scenario") != nodeid:
@@ -142,11 +148,8 @@ def scenario_latencies(history: History, nodeid: str) -> dict[str, float]:
 
 
 def _at(record: Any) -> float:
-    if isinstance(record, Sample):
-        return record.sent
-    if isinstance(record, FaultEvent | Mark):
-        return record.at
-    return float(getattr(record, "at", 0.0))
+    sent = getattr(record, "sent", None)  # a Sample; the other records have `at`
+    return float(sent if sent is not None else getattr(record, "at", 0.0))
 
 
 # -- tolerances and regressions ----------------------------------------------------------------
