@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -62,6 +63,7 @@ def main() -> None:
             control.down(layout)
     with Ledger.open() as ledger:
         records = ledger.records()
+    shutil.rmtree(folder, ignore_errors=True)
     runs: dict[str, list[float]] = {}
     for r in records:
         span = runs.setdefault(r.run_id, [r.started_at, r.ended_at])

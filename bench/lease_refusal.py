@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -66,6 +67,7 @@ def main() -> None:
                             args.runs, 3)  # fmt: skip
         finally:
             ledger.release(lease)
+    shutil.rmtree(folder, ignore_errors=True)
     show("python -c pass", python)
     show("gameday --help", helps)
     show(f"gameday run {args.plan}, refused (exit 3)", refused)
