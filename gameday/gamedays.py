@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -188,40 +187,53 @@ def _run(ready: Ready) -> int:
         ),
         log=_out,
     )  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="gameday-run-") as tmp:
-        info_path = Path(tmp) / "run.json"
-        env = dict(os.environ)
-        env.update(
-            {
-                PLAN_ENV: plan.name,
-                RUN_INFO_ENV: str(info_path),
-                LEASE_TTL_ENV: f"{plan.lease_ttl_sec:g}",
-                DEPLOYMENT_REVISION_ENV: revision,
-            }
-        )
-        if ready.ledger_url:
-            env[LEDGER_URL_ENV] = ready.ledger_url
-        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs",
-               *loaded.pytest_args()]  # fmt: skip
-        shown = " ".join(shlex.quote(a) for a in cmd[3:])
-        _out(f"running {len(loaded.scenarios)} scenario(s) of {loaded.source} on "
-             f"{loaded.target.name}: pytest {shown}")  # fmt: skip
-        code = run_pytest(cmd, env=env, timeout_sec=plan.timeout_sec)
-        info: dict[str, Any] = {}
-        with contextlib.suppress(OSError, ValueError):
-            info = json.loads(info_path.read_text())
+    # pytest tells us what its run was (id, folder, why it stopped) through a pipe: nothing
+    # on disk to leave behind if we are killed.
+    info_read, info_write = os.pipe()
+    os.set_blocking(info_read, False)
+    env = dict(os.environ)
+    env.update(
+        {
+            PLAN_ENV: plan.name,
+            RUN_INFO_ENV: f"fd:{info_write}",
+            LEASE_TTL_ENV: f"{plan.lease_ttl_sec:g}",
+            DEPLOYMENT_REVISION_ENV: revision,
+        }
+    )
+    if ready.ledger_url:
+        env[LEDGER_URL_ENV] = ready.ledger_url
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs",
+           *loaded.pytest_args()]  # fmt: skip
+    shown = " ".join(shlex.quote(a) for a in cmd[3:])
+    _out(f"running {len(loaded.scenarios)} scenario(s) of {loaded.source} on "
+         f"{loaded.target.name}: pytest {shown}")  # fmt: skip
+    try:
+        code = run_pytest(cmd, env=env, timeout_sec=plan.timeout_sec, pass_fds=(info_write,))
+    finally:
+        os.close(info_write)
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(info_read, 65536):
+            chunks.append(chunk)
+    os.close(info_read)
+    info: dict[str, Any] = {}
+    with contextlib.suppress(ValueError):
+        info = json.loads(b"".join(chunks) or b"{}")
     return _finish(ready, code, info, host)
 
 
-def run_pytest(cmd: Sequence[str], *, env: dict[str, str], timeout_sec: float) -> int:
+def run_pytest(
+    cmd: Sequence[str], *, env: dict[str, str], timeout_sec: float, pass_fds: Sequence[int] = ()
+) -> int:
     """Run pytest in its own session; pass our first SIGINT/SIGTERM/SIGHUP (and each later
     one) on to it, so it heals and stops; stop it after `timeout_sec` the same way."""
     # Its own session: a Ctrl-C in the terminal reaches only us, and we pass it on once (a
     # second signal during a heal would abandon the heal). If we are killed, it is told to
     # stop (SIGTERM: it heals) rather than run on with nobody to read its outcome.
     proc = subprocess.Popen(
-        list(cmd), env=env, start_new_session=True, preexec_fn=_terminate_with_parent
-    )
+        list(cmd), env=env, start_new_session=True, preexec_fn=_terminate_with_parent,
+        pass_fds=tuple(pass_fds),
+    )  # fmt: skip
 
     def forward(signum: int, frame: FrameType | None) -> None:
         with contextlib.suppress(ProcessLookupError):

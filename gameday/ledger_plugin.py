@@ -361,10 +361,15 @@ def run_records(
 
 
 def _write_run_info(config: pytest.Config, info: dict[str, Any]) -> None:
-    path = os.environ.get(RUN_INFO_ENV)
-    if not path:
+    """For `gameday run`: the pipe it handed us ("fd:N"), or a file."""
+    where = os.environ.get(RUN_INFO_ENV)
+    if not where:
         return
+    data = json.dumps(info).encode()
     try:
-        Path(path).write_text(json.dumps(info))
-    except OSError as exc:
-        _say(config, f"could not write {path}: {exc}")
+        if where.startswith("fd:"):
+            os.write(int(where.removeprefix("fd:")), data)
+        else:
+            Path(where).write_bytes(data)
+    except (OSError, ValueError) as exc:
+        _say(config, f"could not write the run's summary to {where}: {exc}")
