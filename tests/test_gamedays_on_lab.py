@@ -156,7 +156,7 @@ features: [features/resilience/database_failover.feature]
 scenarios: [An unplanned primary crash recovers within a minute and loses nothing]
 regression:
   min_runs: 2
-  tolerances: {time_to_recover: "100% + 1"}
+  tolerances: {time_to_recover: "50% + 1"}
 """
 
 
@@ -176,9 +176,11 @@ def test_a_slower_failover_is_flagged_and_an_unchanged_lab_is_not(
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr
         assert "REGRESSION" not in out.stderr
     usual = [r.metrics["time_to_recover"] for r in rows(ledger_url)]
-    # The monitor now waits 30 s (not 3 s) before it calls the crashed primary unhealthy;
-    # the fault's heal (the lab's `up`) puts the lab's own setting back.
-    set_unhealthy_timeout(lab, 30000)
+    # The monitor now waits 15 s (not 3 s) before it calls the crashed primary unhealthy;
+    # the fault's heal (the lab's `up`) puts the lab's own setting back. (Much longer, and the
+    # writer's reconnections fill the new primary's connection slots: the run then fails
+    # instead of regressing.)
+    set_unhealthy_timeout(lab, 15000)
     try:
         slow = gameday("run", crash)
     finally:
@@ -186,10 +188,10 @@ def test_a_slower_failover_is_flagged_and_an_unchanged_lab_is_not(
     assert slow.returncode == 1, slow.stdout[-3000:] + slow.stderr
     line = next(x for x in slow.stderr.splitlines() if "REGRESSION" in x)
     assert "An unplanned primary crash recovers within a minute and loses nothing: time to " \
-        "recover" in line and "of the last 3 runs (tolerance +100 % +1)" in line  # fmt: skip
+        "recover" in line and "of the last 3 runs (tolerance +50 % +1)" in line  # fmt: skip
     records = rows(ledger_url)
     assert [r.regression is None for r in records] == [True, True, True, False]
-    assert records[-1].metrics["time_to_recover"] > 2 * max(usual) + 1
+    assert records[-1].metrics["time_to_recover"] > max(usual) + 5
     assert records[-1].outcome == "passed"  # within its 60 s: it passed, and it regressed
 
 
