@@ -3,10 +3,11 @@
 pytest_plugins = [
     "pytester",  # the harness's own tests of its pytest wiring
     "gameday.pytest_plugin",
+    "chaos.pytest_plugin",
     "gameday.ledger_plugin",  # leases, the kill switch, a ledger record of every run
     "steps.deployment",
     "steps.data",
-    "steps.faults",  # before steps.load, which uses its judge()
+    "steps.faults",
     "steps.load",
     "steps.aws",
 ]

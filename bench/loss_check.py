@@ -15,7 +15,7 @@ import time
 
 import psycopg
 
-from gameday.checks.history import lost_writes
+from gameday.checks.resilience import lost_writes
 from gameday.target import load_target
 from lab import control
 from lab.layout import LabLayout

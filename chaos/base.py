@@ -7,8 +7,9 @@ and tells whether it is still in effect. Everything `heal` needs is in `undo_par
 the undo journal writes to disk *before* `inject` runs, so a fresh process (`gameday heal`)
 can rebuild the fault with `from_undo` and heal it after the run that injected it was killed.
 
-Adding a fault type is one subclass in one module of `chaos/`, registered with `@register`;
-its docstring is what `gameday faults` shows.
+Adding a fault type is one subclass in one module of `chaos/`, listed in that module's
+`FAULTS` and the module named in chaos/registry.py; its docstring is what `gameday faults`
+shows.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from gameday.secrets import redact
 from gameday.target import Target
 
 
@@ -43,7 +45,8 @@ class Observation:
 class Fault(ABC):
     """Base of every fault. Subclasses set `name`, `label` and `providers`."""
 
-    #: registry key, e.g. "database-failover"; the same name may exist for several providers
+    #: registry key, a capability name of gameday.target.FAULT_NAMES ("database-failover");
+    #: the same name exists for several providers
     name: ClassVar[str]
     #: short human label for reports ("database failover"); set on the class, or per instance
     #: when it comes from the parameters (the command fault), hence not a ClassVar
@@ -98,42 +101,8 @@ class Fault(ABC):
         return cls(target, params)
 
 
-_REGISTRY: dict[tuple[str, str], type[Fault]] = {}
-
-
-def register(cls: type[Fault]) -> type[Fault]:
-    """Class decorator: make the fault findable by name for each of its providers."""
-    for provider in cls.providers:
-        key = (cls.name, provider)
-        if key in _REGISTRY and _REGISTRY[key] is not cls:
-            raise ValueError(f"fault {cls.name!r} for {provider!r} registered twice")
-        _REGISTRY[key] = cls
-    return cls
-
-
-def fault_class(name: str, provider: str) -> type[Fault]:
-    _load_builtin_faults()
-    try:
-        return _REGISTRY[(name, provider)]
-    except KeyError:
-        known = sorted(n for n, p in _REGISTRY if p == provider)
-        raise FaultError(
-            f"no fault {name!r} for a {provider} target (known: {', '.join(known) or 'none'})"
-        ) from None
-
-
-def registered() -> dict[tuple[str, str], type[Fault]]:
-    _load_builtin_faults()
-    return dict(_REGISTRY)
-
-
-def _load_builtin_faults() -> None:
-    # Importing the provider modules runs their @register decorators.
-    import chaos.aws.ec2
-    import chaos.aws.elasticache
-    import chaos.aws.nat
-    import chaos.aws.rds
-    import chaos.aws.zone
-    import chaos.command
-    import chaos.docker
-    import chaos.lab  # noqa: F401
+def one_line(exc: BaseException) -> str:
+    """An exception as one redacted line for the user."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return redact(text)

@@ -6,9 +6,10 @@ import inspect
 import textwrap
 from collections.abc import Callable
 
-from chaos.base import Fault, FaultError, registered
-from chaos.journal import heal_pending
-from chaos.runner import install_signal_handlers
+from chaos.base import Fault, FaultError
+from chaos.journal import Journal
+from chaos.registry import registered
+from chaos.runner import heal_pending, install_signal_handlers
 from gameday.secrets import redact
 from gameday.target import Target
 
@@ -73,7 +74,14 @@ def cmd_heal(target: Target, *, force: bool, log: Callable[[str], None]) -> int:
     finally:
         restore()
     if not healed:
-        log(f"nothing to heal for target {target.name}")
+        log(f"nothing to heal for target {target.name} ({target.identity()})")
+        # The same name may mean another deployment (a lab on another port block): say so,
+        # rather than leave the user thinking that one is clean too.
+        for identity, count in Journal(target).elsewhere().items():
+            log(
+                f"note: {count} fault(s) of another deployment named {target.name} are pending: "
+                f"{identity} (heal them with a target for that deployment)"
+            )
     else:
         log(f"healed {len(healed)} fault(s) of target {target.name}")
     return EXIT_OK

@@ -10,11 +10,12 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from typing import ClassVar
 
-from chaos.base import Fault, FaultError, FaultRefused, register
+from chaos.base import Fault, FaultError, FaultRefused
 from gameday.secrets import redact
-from gameday.target import Target
+from gameday.target import FAULT_PLACEHOLDERS, Target
 
 DEFAULT_TIMEOUT_SEC = 60.0
 CHECK_INTERVAL_SEC = 0.5
@@ -28,7 +29,6 @@ _SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh"})
 _CHECK_ERRORS = frozenset({126, 127, 255})
 
 
-@register
 class CommandFault(Fault):
     """Run your own commands to inject and heal a fault: runbook scripts, kubectl, systemctl
     on a bare-metal host over SSH, anything a shell command can break and repair.
@@ -61,7 +61,12 @@ class CommandFault(Fault):
     let the shell read them when the command runs: `$PGPASSWORD` inside `sh -c '...'` (not
     `${PGPASSWORD}`, which the target file would substitute when it is loaded).
 
-    A target declares command faults by name:
+    A target declares command faults by name: under a capability name (database-failover,
+    stop-server...: gameday faults lists them) the shipped scenarios use it in place of the
+    provider's own fault; under a name of your own, `When the fault "NAME" is injected` runs it.
+    `{server}`, `{zone}`, `{mode}` and `{service}` in the command lines are replaced by what the
+    step names (`When server "web1" is killed`: server web1, mode kill); other braces are left
+    as they are.
 
         faults:
           nginx-down-web1:                  # bare metal, over SSH
@@ -106,6 +111,31 @@ class CommandFault(Fault):
         self.timeout_sec = _seconds(params.get("timeout_sec", str(DEFAULT_TIMEOUT_SEC)))
         program = os.path.basename(shlex.split(self.inject_command)[0])
         self.label = params.get("label", "").strip() or f"command {program}"
+
+    @classmethod
+    def declared(cls, target: Target, name: str, params: Mapping[str, str]) -> CommandFault:
+        """The command fault `target` declares under `name`, its placeholders filled from the
+        step's `params`. What is journaled is the filled-in command lines, so a heal in
+        another process runs exactly what this one would."""
+        spec = target.faults[name]
+
+        def fill(command: str) -> str:
+            for key in FAULT_PLACEHOLDERS:
+                if key in params:
+                    command = command.replace("{" + key + "}", params[key])
+            return command
+
+        own: dict[str, str] = {
+            "inject": fill(spec.inject),
+            "heal": fill(spec.heal),
+            "timeout_sec": f"{spec.timeout_sec:g}",
+            "label": fill(spec.label) if spec.label else _label_of(name, params),
+        }
+        if spec.check:
+            own["check"] = fill(spec.check)
+        if spec.ssh:
+            own["ssh"] = fill(spec.ssh)
+        return cls(target, own)
 
     def _command(self, key: str, *, required: bool) -> str:
         command = self.params.get(key, "").strip()
@@ -234,6 +264,11 @@ class CommandFault(Fault):
         return True
 
 
+def _label_of(name: str, params: Mapping[str, str]) -> str:
+    subject = params.get("server") or params.get("zone") or params.get("service")
+    return f"{name} {subject}" if subject else name
+
+
 def _expects_shell(token: str) -> bool:
     return token in _SHELL_TOKENS or token.startswith("$") or "$(" in token or "`" in token
 
@@ -260,3 +295,6 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+FAULTS: tuple[type[Fault], ...] = (CommandFault,)

@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from chaos.base import Fault, FaultError, FaultRefused, fault_class
-from chaos.journal import Journal, heal_pending
-from chaos.runner import FaultSession, TimeLimit, install_signal_handlers
-from gameday import checks, facts
-from gameday.checks.history import time_to_recover
+from chaos.base import Fault, FaultError, FaultRefused
+from chaos.journal import Journal
+from chaos.registry import fault_for
+from chaos.runner import FaultSession, TimeLimit, heal_pending, install_signal_handlers
+from gameday import checks, deployment, facts
+from gameday.checks.resilience import time_to_recover
 from gameday.gamedays import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -92,8 +93,7 @@ def cmd_drill(plan: str, *, ignore_window: bool = False, check: bool = False) ->
         _err(f"{loaded.source}: drill: the plan has no drill section (fault, deadline_sec, ...)")
         return EXIT_BAD_INPUT
     try:
-        cls = fault_class(drill.fault, loaded.target.provider)
-        fault = cls(loaded.target, dict(drill.params))
+        fault = fault_for(loaded.target, drill.fault, drill.params)
         description = fault.describe()
     except (FaultError, KeyError) as exc:
         _err(f"{loaded.source}: drill.fault: {exc}")
@@ -111,14 +111,10 @@ def steady_state(target: Target) -> Verdict:
     """The deployment as it should be: entrypoint healthy, every server in rotation, the
     database's standby streaming, the cache's replica online (each where the target has it)."""
     try:
-        verdict = checks.entrypoint_healthy(facts.health(target))
-        if verdict.ok and target.servers:
-            answered, _ = facts.rotation_sample(target, 4 * len(target.servers))
-            lb = target.load_balancer
-            states = facts.lb_backend_states(lb) if lb else None
-            names = [s.name for s in target.servers]
-            verdict = checks.all_servers_in_rotation(names, answered, states)
-        if verdict.ok and target.database is not None:
+        for verdict in deployment.steady_state(target):
+            if not verdict.ok:
+                return verdict
+        if target.database is not None:
             db = target.database
             verdict = checks.standby_streaming(
                 facts.replication(db),

@@ -1,16 +1,22 @@
 """The undo journal: what was injected and how to heal it, on disk before the fault acts.
 
-One JSON-lines file per target (`journal-<target name>.jsonl`) in the state folder:
+One JSON-lines file per deployment (`journal-<target name>-<hash of its identity>.jsonl`: a
+target's name is only a label, `Target.identity()` says which deployment it is) in the state
+folder:
 `$GAMEDAY_STATE_DIR`, else `$XDG_STATE_HOME/gameday`, else `~/.local/state/gameday`. A run
 appends a record before each inject and another once the fault is healed; every record is
 flushed and fsync'd before the call returns, so a run killed with SIGKILL (or a host losing
 power) leaves behind exactly the faults it had begun and not healed. `gameday heal` (and the
-start of the next run) rebuilds them with `Fault.from_undo` and heals them: `heal_pending`.
+start of the next run) rebuilds them with `Fault.from_undo` and heals them:
+`chaos.runner.heal_pending`. An entry is healed only on the deployment it was made on: its
+record carries that deployment's identity, and a heal through a target of another identity
+refuses it.
 
 Records (one JSON object a line, appended, never rewritten):
 
     {"id":"9f..","at":"2025-..+00:00","run_id":"..","pid":4242,"fault":"command",
-     "provider":"generic","target_source":"targets/x.yaml","params":{..},"state":"injecting"}
+     "provider":"generic","target_source":"targets/x.yaml","identity":"generic http://..",
+     "params":{..},"state":"injecting"}
     {"id":"9f..","at":"..","state":"updated","params":{..}}     a fault learnt something
     {"id":"9f..","at":"..","state":"healed"}
 
@@ -24,23 +30,20 @@ password in `~/.local/state`. The file is created readable by its owner only.
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import json
 import os
 import re
 import threading
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chaos.base import Fault, FaultError, fault_class
+from chaos.base import Fault, FaultError
 from gameday.secrets import redact
 from gameday.target import Target
-
-Log = Callable[[str], None]
 
 STATE_DIR_ENV = "GAMEDAY_STATE_DIR"
 
@@ -68,16 +71,22 @@ class Entry:
     provider: str
     target_source: str
     params: dict[str, str] = field(hash=False)  # the latest undo params
+    # The deployment it was made on (Target.identity()); "" in journals older than identities.
+    identity: str = ""
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _file_name(target_name: str) -> str:
+def _safe(target_name: str) -> str:
     # A target name is free text; keep the file inside the state folder whatever it says.
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", target_name).lstrip(".") or "_"
-    return f"journal-{safe}.jsonl"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", target_name).lstrip(".")[:64] or "_"
+
+
+def _file_name(target: Target) -> str:
+    digest = hashlib.sha256(target.identity().encode()).hexdigest()[:12]
+    return f"journal-{_safe(target.name)}-{digest}.jsonl"
 
 
 def _refuse_secrets(fault: str, params: dict[str, str]) -> None:
@@ -98,7 +107,10 @@ class Journal:
     def __init__(self, target: Target, *, directory: Path | None = None) -> None:
         self.target = target
         self.directory = directory if directory is not None else state_dir()
-        self.path = self.directory / _file_name(target.name)
+        self.identity = target.identity()
+        self.path = self.directory / _file_name(target)
+        # Before identities, one file per target name: still read, so nothing pending is lost.
+        self.legacy_path = self.directory / f"journal-{_safe(target.name)}.jsonl"
         #: line numbers skipped as damaged by the last `pending()` (not the truncated last line)
         self.damaged: list[int] = []
         self._lock = threading.Lock()
@@ -116,6 +128,7 @@ class Journal:
             provider=self.target.provider,
             target_source=self.target.source,
             params=dict(params),
+            identity=self.identity,
         )
         self._append(
             {
@@ -126,6 +139,7 @@ class Journal:
                 "fault": entry.fault,
                 "provider": entry.provider,
                 "target_source": entry.target_source,
+                "identity": entry.identity,
                 "params": entry.params,
                 "state": "injecting",
             }
@@ -139,59 +153,44 @@ class Journal:
         return replace(entry, params=dict(params))
 
     def done(self, entry: Entry) -> None:
-        """Record that the fault is healed; fsync'd."""
-        self._append({"id": entry.id, "at": _now(), "state": "healed"})
+        """Record that the fault is healed, in the file it was begun in; fsync'd."""
+        path = self.legacy_path if not entry.identity else self.path
+        self._append({"id": entry.id, "at": _now(), "state": "healed"}, path)
 
     def pending(self) -> list[Entry]:
-        """Faults begun and not healed, oldest first, each with its latest params.
+        """Faults begun and not healed, oldest first, each with its latest params: this
+        deployment's journal, and the pre-identity journal of the target's name (its entries
+        have identity "": `heal_pending` asks for --force before touching them).
 
         A last line without its newline (the writer died mid-record) is ignored; any other
         line that is not a record is skipped and its number kept in `damaged`.
         """
         self.damaged = []
-        try:
-            with open(self.path, "rb") as f:
-                lines = f.read().split(b"\n")
-        except FileNotFoundError:
-            return []
-        begun: dict[str, Entry] = {}
-        params: dict[str, dict[str, str]] = {}
-        healed: set[str] = set()
-        last = len(lines)
-        for lineno, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                continue
-            record = _parse(raw)
-            if record is None:
-                if lineno != last:  # the last chunk lacks "\n": a truncated record
-                    self.damaged.append(lineno)
-                continue
-            rid = record["id"]
-            state = record.get("state")
-            if state == "healed":
-                healed.add(rid)
-            elif state == "injecting":
-                entry = _entry(record)
-                if entry is None:
-                    self.damaged.append(lineno)
-                else:
-                    begun.setdefault(rid, entry)
-            elif state == "updated" and _str_map(record.get("params")):
-                params[rid] = dict(record["params"])
-            else:
-                self.damaged.append(lineno)
-        return [
-            replace(e, params=params.get(rid, e.params))
-            for rid, e in begun.items()
-            if rid not in healed
-        ]
+        found = _pending_in(self.path, self.damaged)
+        if self.legacy_path.exists():
+            found += [e for e in _pending_in(self.legacy_path, []) if not e.identity]
+        return found
 
-    def _append(self, record: dict[str, Any]) -> None:
+    def elsewhere(self) -> dict[str, int]:
+        """Deployments other than this one, of the same target name, with faults pending in
+        their journals: identity -> how many. For the one line a heal that found nothing says."""
+        out: dict[str, int] = {}
+        mine = re.compile(rf"journal-{re.escape(_safe(self.target.name))}-[0-9a-f]{{12}}\.jsonl")
+        for path in sorted(self.directory.glob(f"journal-{_safe(self.target.name)}-*.jsonl")):
+            if path == self.path or not mine.fullmatch(path.name):
+                continue
+            for entry in _pending_in(path, []):
+                if entry.identity and entry.identity != self.identity:
+                    out[entry.identity] = out.get(entry.identity, 0) + 1
+        return out
+
+    def _append(self, record: dict[str, Any], path: Path | None = None) -> None:
+        path = path or self.path
         line = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
         with self._lock:
-            created = not self.path.exists()
+            created = not path.exists()
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 size = os.fstat(fd).st_size
                 # A record cut short by a crash must not swallow this one: end it first.
@@ -199,12 +198,48 @@ class Journal:
                     line = b"\n" + line
                 written = os.write(fd, line)
                 if written != len(line):
-                    raise OSError(f"short write to {self.path} ({written} of {len(line)} bytes)")
+                    raise OSError(f"short write to {path} ({written} of {len(line)} bytes)")
                 os.fsync(fd)
             finally:
                 os.close(fd)
             if created:
                 _fsync_dir(self.directory)
+
+
+def _pending_in(path: Path, damaged: list[int]) -> list[Entry]:
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")
+    except FileNotFoundError:
+        return []
+    begun: dict[str, Entry] = {}
+    params: dict[str, dict[str, str]] = {}
+    healed: set[str] = set()
+    last = len(lines)
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        record = _parse(raw)
+        if record is None:
+            if lineno != last:  # the last chunk lacks "\n": a truncated record
+                damaged.append(lineno)
+            continue
+        rid = record["id"]
+        state = record.get("state")
+        if state == "healed":
+            healed.add(rid)
+        elif state == "injecting":
+            entry = _entry(record)
+            if entry is None:
+                damaged.append(lineno)
+            else:
+                begun.setdefault(rid, entry)
+        elif state == "updated" and _str_map(record.get("params")):
+            params[rid] = dict(record["params"])
+        else:
+            damaged.append(lineno)
+    pending = [(rid, e) for rid, e in begun.items() if rid not in healed]
+    return [replace(e, params=params.get(rid, e.params)) for rid, e in pending]
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -236,6 +271,9 @@ def _entry(record: dict[str, Any]) -> Entry | None:
     strings = ("at", "run_id", "fault", "provider", "target_source")
     if not all(isinstance(record.get(k), str) for k in strings):
         return None
+    identity = record.get("identity", "")
+    if not isinstance(identity, str):
+        return None
     pid = record.get("pid")
     if not isinstance(pid, int) or isinstance(pid, bool) or not _str_map(record.get("params")):
         return None
@@ -248,6 +286,7 @@ def _entry(record: dict[str, Any]) -> Entry | None:
         provider=record["provider"],
         target_source=record["target_source"],
         params=dict(record["params"]),
+        identity=identity,
     )
 
 
@@ -267,76 +306,3 @@ def pid_alive(pid: int) -> bool:
         return True
     state = stat.rpartition(")")[2].split()[:1]
     return state not in (["Z"], ["X"])
-
-
-def safe_log(log: Log) -> Log:
-    """`log`, made unable to raise: after SIGHUP the terminal is gone and writing to it fails,
-    and a log line must never be what stops a heal."""
-
-    def say(message: str) -> None:
-        with contextlib.suppress(Exception):
-            log(message)
-
-    return say
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one redacted line for the user."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    return redact(text)
-
-
-def heal_pending(
-    target: Target, *, log: Log, force: bool = False, journal: Journal | None = None
-) -> list[str]:
-    """Heal every fault the journal of `target` holds as begun and not healed.
-
-    Each entry is rebuilt with `fault_class(entry.fault, target.provider).from_undo(...)`,
-    healed and marked done; the return value describes what was healed. An entry whose run
-    is still alive (its pid exists: that run is in the middle of the fault and will heal it)
-    is refused unless `force`. A refused entry or a heal that fails stays pending, is
-    reported in one line and the others are still healed; then FaultError sums up.
-    """
-    from chaos.runner import healing  # the runner imports this module
-
-    log = safe_log(log)
-    journal = journal if journal is not None else Journal(target)
-    entries = journal.pending()
-    for lineno in journal.damaged:
-        log(f"warning: {journal.path}:{lineno} is damaged and was skipped")
-    healed: list[str] = []
-    failures: list[str] = []
-    for entry in entries:
-        what = f"{entry.fault} (begun {entry.at} by run {entry.run_id}, pid {entry.pid})"
-        if not force and pid_alive(entry.pid):
-            failures.append(
-                f"{what}: that process is still running, in the middle of this fault; it heals "
-                "it itself (use --force only if that process is not gameday)"
-            )
-            log(f"refused: {failures[-1]}")
-            continue
-        try:
-            if entry.provider != target.provider:
-                raise FaultError(
-                    f"journaled for a {entry.provider} target, but {target.name} is now "
-                    f"{target.provider}"
-                )
-            fault = fault_class(entry.fault, target.provider).from_undo(target, entry.params)
-            description = redact(fault.describe())
-            log(f"healing: {description} ({what})")
-            with healing():
-                fault.heal()
-        except Exception as exc:
-            failures.append(f"{what}: {one_line(exc)}")
-            log(f"heal failed: {failures[-1]}")
-            continue
-        journal.done(entry)
-        healed.append(description)
-        log(f"healed: {description}")
-    if failures:
-        raise FaultError(
-            f"{len(failures)} of {len(entries)} pending faults of target {target.name} "
-            f"not healed (still in {journal.path}): " + "; ".join(failures)
-        )
-    return healed

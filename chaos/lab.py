@@ -12,11 +12,11 @@ import os
 import signal
 from typing import ClassVar
 
-from chaos.base import Fault, FaultError, FaultRefused, register
+from chaos.base import Fault, FaultError, FaultRefused
 from gameday.target import Target
+from gameday.wait import poll_until
 from lab import control, health
 from lab.layout import SERVERS, LabLayout, LabServer
-from lab.wait import poll_until
 
 HEAL_TIMEOUT_SEC = 120.0
 FAILOVER_COMPLETE_TIMEOUT_SEC = 120.0
@@ -82,7 +82,6 @@ class _LabFault(Fault):
             raise FaultError(f"healing {self.label}: {exc}") from None
 
 
-@register
 class DatabaseFailover(_LabFault):
     """Planned database failover: pg_auto_failover promotes the standby.
 
@@ -127,7 +126,6 @@ class DatabaseFailover(_LabFault):
         return states != ["primary", "secondary"]
 
 
-@register
 class DatabaseCrash(_LabFault):
     """Unplanned loss of the database primary: its keeper and postgres are SIGKILLed.
 
@@ -155,7 +153,6 @@ class DatabaseCrash(_LabFault):
         return bool(state != "RUNNING")
 
 
-@register
 class StopServer(_LabFault):
     """Stop a whole server of the lab: its backend, database node, Redis and Sentinel.
 
@@ -194,7 +191,6 @@ class StopServer(_LabFault):
         return any(info[p]["statename"] != "RUNNING" for p in self._programs())
 
 
-@register
 class KillBackend(_LabFault):
     """SIGKILL one server's backend process; supervisor restarts it, as a process manager would.
 
@@ -224,7 +220,6 @@ class KillBackend(_LabFault):
         return False
 
 
-@register
 class CacheCrash(_LabFault):
     """Crash the Redis master: SIGKILL and keep it down, so Sentinel promotes the replica.
 
@@ -251,3 +246,12 @@ class CacheCrash(_LabFault):
         server = server_named(self.params["server"])
         state = control.processes(self.layout)[server.redis_program]["statename"]
         return bool(state != "RUNNING")
+
+
+FAULTS: tuple[type[Fault], ...] = (
+    DatabaseFailover,
+    DatabaseCrash,
+    StopServer,
+    KillBackend,
+    CacheCrash,
+)

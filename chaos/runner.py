@@ -28,11 +28,13 @@ from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Protocol
 
-from chaos.base import Fault
-from chaos.journal import Entry, Journal, one_line, safe_log
+from chaos.base import Fault, FaultError, one_line
+from chaos.journal import Entry, Journal, pid_alive
+from chaos.registry import fault_class
 from gameday.clock import Clock
-from gameday.history import FaultEvent, HistoryWriter, Mark
+from gameday.history import MARK_HEAL_FAILED, FaultEvent, HistoryWriter, Mark
 from gameday.secrets import redact
+from gameday.target import Target
 
 Log = Callable[[str], None]
 
@@ -44,10 +46,23 @@ __all__ = [
     "Terminated",
     "TimeLimit",
     "Watchdog",
+    "heal_pending",
     "healing",
     "inject",
     "install_signal_handlers",
+    "safe_log",
 ]
+
+
+def safe_log(log: Log) -> Log:
+    """`log`, made unable to raise: after SIGHUP the terminal is gone and writing to it fails,
+    and a log line must never be what stops a heal."""
+
+    def say(message: str) -> None:
+        with contextlib.suppress(Exception):
+            log(message)
+
+    return say
 
 
 def _stderr(message: str) -> None:
@@ -204,7 +219,7 @@ class ActiveFault:
             try:
                 self.fault.heal()
             except BaseException as exc:
-                self._record(Mark("heal-failed", self.clock.now(), self._detail(exc)))
+                self._record(Mark(MARK_HEAL_FAILED, self.clock.now(), self._detail(exc)))
                 self.log(
                     f"healing {self.label} failed: {one_line(exc)}; the undo journal keeps it "
                     f"(`gameday heal --target {self.fault.target.name}` retries)"
@@ -519,3 +534,78 @@ class FaultSession:
             if self._restore is not None:
                 self._restore()
                 self._restore = None
+
+
+# -- after a crash: what the journal holds ---------------------------------------------------
+
+
+def heal_pending(
+    target: Target, *, log: Log, force: bool = False, journal: Journal | None = None
+) -> list[str]:
+    """Heal every fault the journal of `target`'s deployment holds as begun and not healed.
+
+    Each entry is rebuilt with `fault_class(entry.fault, target.provider).from_undo(...)`,
+    healed and marked done; the return value describes what was healed. Refused, unless
+    `force`: an entry whose run is still alive (its pid exists: that run is in the middle of
+    the fault and will heal it), and an entry journaled before deployments had identities
+    (nothing proves it was made on this deployment). An entry made on another deployment is
+    always refused. A refused entry or a heal that fails stays pending, is reported in one
+    line and the others are still healed; then FaultError sums up.
+    """
+    log = safe_log(log)
+    journal = journal if journal is not None else Journal(target)
+    entries = journal.pending()
+    for lineno in journal.damaged:
+        log(f"warning: {journal.path}:{lineno} is damaged and was skipped")
+    healed: list[str] = []
+    failures: list[str] = []
+    for entry in entries:
+        what = f"{entry.fault} (begun {entry.at} by run {entry.run_id}, pid {entry.pid})"
+        refusal = _refusal(entry, journal.identity, force)
+        if refusal:
+            failures.append(f"{what}: {refusal}")
+            log(f"refused: {failures[-1]}")
+            continue
+        try:
+            if entry.provider != target.provider:
+                raise FaultError(
+                    f"journaled for a {entry.provider} target, but {target.name} is now "
+                    f"{target.provider}"
+                )
+            fault = fault_class(entry.fault, target.provider).from_undo(target, entry.params)
+            description = redact(fault.describe())
+            log(f"healing: {description} ({what})")
+            with healing():
+                fault.heal()
+        except Exception as exc:
+            failures.append(f"{what}: {one_line(exc)}")
+            log(f"heal failed: {failures[-1]}")
+            continue
+        journal.done(entry)
+        healed.append(description)
+        log(f"healed: {description}")
+    if failures:
+        raise FaultError(
+            f"{len(failures)} of {len(entries)} pending faults of target {target.name} "
+            f"({target.identity()}) not healed (still in {journal.path}): " + "; ".join(failures)
+        )
+    return healed
+
+
+def _refusal(entry: Entry, identity: str, force: bool) -> str | None:
+    if entry.identity and entry.identity != identity:
+        # Never forced: healing on the wrong deployment is exactly what must not happen.
+        return f"made on {entry.identity}, not on {identity}"
+    if force:
+        return None
+    if pid_alive(entry.pid):
+        return (
+            "that process is still running, in the middle of this fault; it heals it itself "
+            "(use --force only if that process is not gameday)"
+        )
+    if not entry.identity:
+        return (
+            "journaled before journals named their deployment: if it was made on "
+            f"{identity}, heal it with --force"
+        )
+    return None

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from gameday import load
-from gameday.target import Target
+from gameday.stats import nearest_rank_of_counts
+from gameday.target import Target, path_safe
 from gameday.verdict import Verdict, failed, passed
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -99,16 +100,7 @@ class LoadResult:
 
 def percentile(histogram: Mapping[float, int], fraction: float) -> float:
     """The smallest response time (ms) at or under which ``fraction`` of the requests fell."""
-    count = sum(histogram.values())
-    if count == 0:
-        return 0.0
-    needed = max(1, math.ceil(count * fraction))
-    seen = 0
-    for response_time in sorted(histogram):
-        seen += histogram[response_time]
-        if seen >= needed:
-            return float(response_time)
-    return float(max(histogram))
+    return nearest_rank_of_counts(histogram, fraction * 100)
 
 
 def _endpoint(
@@ -204,6 +196,9 @@ def run_locust(
     `records`, every request is also written to `workdir`'s records file(s).
     """
     check_load(users, spawn_rate, duration_sec, target)
+    refusal = load.journeys_refusal(target) if locustfile == load.LOCUSTFILE else None
+    if refusal:
+        raise BaselineError(refusal)
     plan = load.LocustPlan(
         host=target.entrypoint.url, users=users, spawn_rate=spawn_rate,
         run_time_sec=duration_sec, folder=workdir, workers=workers, records=records,
@@ -251,7 +246,8 @@ def baseline_path(
 ) -> Path:
     if not name or "/" in name or name.startswith("."):
         raise BaselineError(f"--name {name!r}: must be a plain file name")
-    return (directory or baselines_dir()) / f"{target_name}-{name}.json"
+    # The target's name is free text: only its path-safe form becomes part of a file name.
+    return (directory or baselines_dir()) / f"{path_safe(target_name)}-{name}.json"
 
 
 def git_revision() -> str:

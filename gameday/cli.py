@@ -12,7 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from gameday.secrets import install_log_redaction, redact
-from gameday.target import ROLES, TargetError, load_target
+
+# Each command imports what it uses (the lab's database and Redis clients, the target's
+# models, locust...) once the arguments are parsed: `gameday --help` and a mistyped option
+# answer at once.
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -47,7 +50,15 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
 
     layout = _lab_layout(args)
     if not control.is_running(layout):
-        print(f"lab is not running (nothing runs it for {layout.state_dir})")
+        holder = control.lock_holder(layout)
+        orphans = control.orphans_line(layout)
+        if orphans:
+            print(orphans)
+            return EXIT_FAILED  # LSB's status code for "dead, but its pid file remains"
+        if holder:
+            print(f"lab is not running (yet): {holder} holds {layout.lock_path}")
+        else:
+            print(f"lab is not running (nothing runs it for {layout.state_dir})")
         return 3
     table, healthy = control.status_table(layout)
     print(table)
@@ -85,32 +96,85 @@ def cmd_lab_target(args: argparse.Namespace) -> int:
 
 
 def cmd_target_check(args: argparse.Namespace) -> int:
+    from gameday.target import ROLES, load_target
+
     target = load_target(args.target)
     present = [r for r in ROLES if getattr(target, r)]
     absent = [r for r in ROLES if not getattr(target, r)]
     print(f"{target.source}: ok: target {target.name!r} ({target.provider})")
-    print(f"  entrypoint: {redact(target.entrypoint.url)}{target.entrypoint.health_path}")
+    print(f"  deployment: {redact(target.identity())}")
+    print(f"  entrypoint: {redact(target.entrypoint.url)}{redact(target.entrypoint.health_path)}")
     print(
         f"  roles: {', '.join(present) or 'none'}"
         + (f"; absent: {', '.join(absent)}" if absent else "")
     )
     if target.servers:
         servers = ", ".join(f"{s.name} (zone {s.zone})" for s in target.servers)
-        print(f"  servers: {servers}")
+        print(f"  servers: {redact(servers)}")
     if target.aws is not None:
         aws = target.aws
         account = aws.account_id or "not set (AWS faults refuse)"
         endpoint = f", endpoint {redact(aws.endpoint_url)}" if aws.endpoint_url else ""
         zones = ", ".join(aws.zones) or "none declared"
         print(f"  aws: account {account}, region {aws.region}{endpoint}; zones: {zones}")
+    for name, fault in target.faults.items():
+        where = f" over SSH on {fault.ssh}" if fault.ssh else ""
+        print(redact(f"  fault {name}{where}: inject `{fault.inject}`, heal `{fault.heal}`"))
     allowed = "allowed" if target.allow_destructive else "need --allow-destructive"
     print(f"  destructive scenarios: {allowed}")
+    if args.scenarios:
+        return _print_scenario_plan(args.target, allow_destructive=args.allow_destructive)
+    return 0
+
+
+def _print_scenario_plan(target_arg: str, *, allow_destructive: bool) -> int:
+    """Which shipped scenarios run on the target, and why the others are skipped: pytest
+    collects features/ in plan mode (--gameday-plan), judging each scenario's needs exactly as
+    a real run does, and touches nothing."""
+    import json
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    features = root / "features"
+    if not features.is_dir():
+        print("  scenarios: no features/ next to this installation to plan")
+        return 0
+    name_or_path = target_arg
+    if "/" in target_arg or target_arg.endswith((".yaml", ".yml")):
+        name_or_path = str(Path(target_arg).resolve())
+    with tempfile.TemporaryDirectory(prefix="gameday-plan-") as tmp:
+        plan = Path(tmp) / "plan.jsonl"
+        command = [
+            sys.executable, "-m", "pytest", str(features), "--target", name_or_path,
+            "--gameday-plan", str(plan), "-p", "no:cacheprovider", "-q",
+        ]  # fmt: skip
+        if allow_destructive:
+            command.append("--allow-destructive")
+        done = subprocess.run(
+            command, cwd=root, capture_output=True, text=True, timeout=120, check=False
+        )
+        lines = plan.read_text().splitlines() if plan.exists() else []
+    if done.returncode not in (0, 5) or not lines:
+        tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
+        print(f"gameday: could not plan the scenarios: {redact(tail[0])}", file=sys.stderr)
+        return EXIT_FAILED
+    rows = [json.loads(line) for line in lines]
+    runs = sum(1 for r in rows if r["runs"])
+    print(f"  scenarios: {runs} of {len(rows)} run on this target")
+    for r in sorted(rows, key=lambda r: (not r["runs"], r["nodeid"])):
+        feature = r["nodeid"].partition("::")[0].removeprefix(str(features) + "/")
+        state = "runs   " if r["runs"] else "skipped"
+        why = "" if r["runs"] else f": {r['reason']}"
+        print(redact(f"    {state} {feature}: {r['title']}{why}"))
     return 0
 
 
 def cmd_heal(args: argparse.Namespace) -> int:
     # The CLI sits above every room; the engine modules themselves never import chaos.
     from chaos.cli import cmd_heal as heal
+    from gameday.target import load_target
 
     target = load_target(args.target)
     return heal(target, force=args.force, log=print)
@@ -130,6 +194,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from gameday import baseline as bl
+    from gameday.target import TargetError, load_target
 
     try:
         target = load_target(args.target)
@@ -297,8 +362,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate a target file and show which roles it binds.",
     )
     tgt_sub = tgt.add_subparsers(dest="target_command", required=True, metavar="ACTION")
-    check = tgt_sub.add_parser("check", help="validate a target (name in targets/ or a path)")
+    check = tgt_sub.add_parser(
+        "check",
+        help="validate a target (name in targets/ or a path) and show what runs on it",
+        description=(
+            "Validate a target file, show the roles, servers and faults it declares, and "
+            "which shipped scenarios of features/ run on it (each skipped one with its reason)."
+        ),
+    )
     check.add_argument("target", help="a name from targets/ (e.g. lab) or a path to a YAML file")
+    check.add_argument(
+        "--no-scenarios", dest="scenarios", action="store_false",
+        help="only validate the file; do not plan the scenarios (faster)",
+    )  # fmt: skip
+    check.add_argument(
+        "--allow-destructive", action="store_true",
+        help="plan as if the run had --allow-destructive",
+    )  # fmt: skip
     check.set_defaults(func=cmd_target_check)
 
     heal = sub.add_parser(
@@ -456,11 +536,12 @@ def _lab_error() -> type[Exception]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from chaos.base import FaultError
-    from lab.layout import LayoutError
-
     install_log_redaction()
     args = build_parser().parse_args(argv)
+    from chaos.base import FaultError
+    from gameday.target import TargetError
+    from lab.layout import LayoutError
+
     try:
         return int(args.func(args))
     except (TargetError, LayoutError) as exc:

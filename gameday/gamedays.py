@@ -443,9 +443,9 @@ def cmd_history(
         return EXIT_OK
     print(history_table(records))
     if html is not None:
-        from gameday.run import REPORTS_DIR
+        from gameday.run import reports_dir
 
-        path = Path(html) if html else REPORTS_DIR / "trend.html"
+        path = Path(html) if html else reports_dir() / "trend.html"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(trend_page(records, page_dir=path.resolve().parent))
         print(f"trend page: {path.resolve()}")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from gameday.clock import Clock
-from gameday.history import ErrorKind, Mark, Record, Sample
+from gameday.history import MARK_LOCUST_SUMMARY, ErrorKind, Mark, Record, Sample
 from gameday.target import Target
 from loadtests.pacing import MAX_REQUESTS_PER_USER_SEC
 from loadtests.records import FLUSH_INTERVAL_SEC, RECORDS_ENV
@@ -87,6 +87,29 @@ def check_limits(
         raise LoadLimitError(
             f"{where}.max_rps is {cap.max_rps:g}: refusing a load of up to {rps:g} requests/s"
         )
+
+
+def journeys_refusal(target: Target) -> str | None:
+    """Why loadtests/locustfile.py's journeys cannot run against `target`, or None.
+
+    They browse, sign in and order through the reference CloudMart API; a target whose `app:`
+    declares another API (or none) would get nothing but 404s from them.
+    """
+    from gameday.target import App
+
+    reference = App()
+    app = target.app
+    if (app.product_path, app.sessions, app.orders) == (
+        reference.product_path,
+        reference.sessions,
+        reference.orders,
+    ):
+        return None
+    return (
+        f"target {target.name!r}: the locust journeys (loadtests/locustfile.py) speak the "
+        "reference CloudMart API and the target's app: declares another; run a locustfile of "
+        "your own (docs/load.md)"
+    )
 
 
 def users_ceiling_rps(users: int) -> float:
@@ -412,7 +435,7 @@ class BackgroundLoad:
         failures = sum(int(e.get("num_failures", 0)) for e in self.stats)
         self.record(
             Mark(
-                name="locust-summary",
+                name=MARK_LOCUST_SUMMARY,
                 at=self.clock.now(),
                 detail={
                     "users": str(self.plan.users),

@@ -9,19 +9,24 @@ target.
 
 from __future__ import annotations
 
+import json
 import types
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
 
-from gameday.run import Run, ScenarioResult
-from gameday.scenario import Scenario
 from gameday.secrets import install_log_redaction, redact
-from gameday.target import DEFAULT_TARGET, Target, TargetError, load_target
+
+# What a session needs only once it has scenarios to run (the target's models, the engine,
+# an HTTP client) is imported where it is used: `pytest tests/...` and `--help` do not pay
+# for it, and importing this plugin stays cheap.
+if TYPE_CHECKING:
+    from gameday.run import Run
+    from gameday.scenario import Scenario
+    from gameday.target import Target
 
 EXIT_BAD_INPUT = 2
 
@@ -34,6 +39,7 @@ class GamedaySession:
     allow_destructive: bool
     dry_run: bool
     keep_lab: bool
+    plan_file: str | None = None
     target: Target | None = None
     lab_started: bool = False
     run: Run | None = None
@@ -45,6 +51,8 @@ OUTCOME_KEY = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    from gameday.target import DEFAULT_TARGET
+
     group = parser.getgroup("gameday", "gameday: the deployment under test")
     group.addoption(
         "--target",
@@ -67,6 +75,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="leave the lab running after the session when this session started it",
     )
+    group.addoption(
+        "--gameday-plan",
+        metavar="FILE",
+        default=None,
+        help="run nothing: write, for each scenario, whether it would run on the target or "
+        "why it would be skipped, as JSON lines (what `gameday target check` shows)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -77,6 +92,7 @@ def pytest_configure(config: pytest.Config) -> None:
         allow_destructive=config.getoption("--allow-destructive"),
         dry_run=config.getoption("--dry-run"),
         keep_lab=config.getoption("--keep-lab"),
+        plan_file=config.getoption("--gameday-plan"),
     )
 
 
@@ -87,6 +103,9 @@ class FeatureFile(pytest.Module):
     """A Gherkin file collected as if a module had called `scenarios()` on it."""
 
     def _getobj(self) -> types.ModuleType:
+        from gameday.gherkin import check_feature_file
+
+        check_feature_file(self.path)  # a misspelled keyword is an error, not a skipped step
         module = types.ModuleType(f"feature_{self.path.stem}")
         module.__file__ = str(self.path)
         # scenarios() puts its tests into its caller's module namespace: call it from code
@@ -111,18 +130,33 @@ def _is_scenario(item: pytest.Item) -> bool:
     return item.path.suffix == ".feature"
 
 
+def scenario_title(item: pytest.Item) -> str:
+    """The scenario's name as the feature file writes it."""
+    from pytest_bdd.scenario import scenario_wrapper_template_registry
+
+    func = getattr(item, "obj", None)
+    template = scenario_wrapper_template_registry.get(func) if callable(func) else None
+    return str(template.name) if template is not None else item.name
+
+
 # -- the target and the lab for the session ------------------------------------------------
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly or not any(_is_scenario(i) for i in session.items):
         return
+    from gameday.run import Run
+    from gameday.target import TargetError, load_target
+
     state = session.config.stash[SESSION_KEY]
     try:
         state.target = load_target(state.target_name)
     except TargetError as exc:
         pytest.exit(redact(str(exc)), returncode=EXIT_BAD_INPUT)
     target = state.target
+    if state.plan_file is not None:
+        return  # a plan touches nothing: no lab, no entrypoint, no run
+    _gate_destructive(session, state, target)
     say = live_writer(session.config)
     if target.provider == "lab":
         _ensure_lab(state, target, say)
@@ -130,22 +164,81 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if problem:
         pytest.exit(f"{target.source}: entrypoint.url: {problem}", returncode=EXIT_BAD_INPUT)
     say(f"target {target.name} ({target.provider}) at {redact(target.entrypoint.url)}")
-    _gate_destructive(session, state, target)
-    state.run = Run.start(target)
+    state.run = Run.start(
+        target, allow_destructive=state.allow_destructive or target.allow_destructive
+    )
+    for item in session.items:
+        if _is_scenario(item):
+            state.run.result(item.nodeid, scenario_title(item))
     say(f"run {state.run.run_id}: history in {state.run.folder / 'history.jsonl'}")
 
 
 def _gate_destructive(session: pytest.Session, state: GamedaySession, target: Target) -> None:
-    """Destructive scenarios run only with an opt-in; otherwise they are skipped, saying why."""
+    """Destructive scenarios run only with an opt-in; otherwise they are skipped, saying why.
+
+    This is courtesy, by tag; the opt-in is enforced where a fault is injected
+    (chaos.scenario), whatever a feature's tags say.
+    """
     if state.allow_destructive or target.allow_destructive or state.dry_run:
         return
-    reason = (
-        f"destructive scenario: pass --allow-destructive or set allow_destructive: true "
-        f"in {target.source}"
-    )
+    reason = destructive_refusal(target)
     for item in session.items:
         if _is_scenario(item) and item.get_closest_marker("destructive"):
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def destructive_refusal(target: Target) -> str:
+    return (
+        f"destructive scenario: pass --allow-destructive or set allow_destructive: true "
+        f"in {target.source}"
+    )
+
+
+# -- what each scenario needs, asked before it starts ------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_bdd_before_scenario(request: pytest.FixtureRequest, feature: Any, scenario: Any) -> None:
+    """Skip a scenario whose steps need what the target lacks, before its first step (so
+    before any probe starts or fault is injected), with one line saying what is missing."""
+    from pytest_bdd.scenario import get_step_function
+
+    from gameday.needs import declared_needs, first_unmet
+
+    state = request.config.stash.get(SESSION_KEY, None)
+    if state is None or state.target is None:
+        return
+    steps = []
+    for step in scenario.steps:
+        context = get_step_function(request, step)
+        if context is None:
+            continue  # pytest-bdd reports the missing step definition itself
+        args = context.parser.parse_arguments(step.name) or {}
+        steps.append((declared_needs(context.step_func), args))
+    reason = first_unmet(state.target, steps)
+    if state.plan_file is not None:
+        opted_in = state.allow_destructive or state.target.allow_destructive
+        if reason is None and request.node.get_closest_marker("destructive") and not opted_in:
+            reason = destructive_refusal(state.target)
+        _write_plan(state.plan_file, request.node, scenario.name, reason)
+        pytest.skip("plan only")
+    if reason:
+        pytest.skip(reason)
+
+
+def _write_plan(path: str, node: pytest.Item, title: str, reason: str | None) -> None:
+    line = {"nodeid": node.nodeid, "title": title, "runs": reason is None, "reason": reason}
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:
+    """In a plan, a scenario skipped by tag (destructive without opt-in) is a plan line too."""
+    state = session.config.stash.get(SESSION_KEY, None)
+    if state is None or state.plan_file is None:
+        return
+    open(state.plan_file, "w").close()
 
 
 def live_writer(config: pytest.Config) -> Callable[[str], None]:
@@ -173,24 +266,28 @@ def _ensure_lab(state: GamedaySession, target: Target, say: Any) -> None:
     from lab.layout import LabLayout
 
     layout = LabLayout.from_env(base_port=target.lab.base_port if target.lab else None)
-    if control.is_running(layout):
-        return
-    say(f"starting the lab on 127.0.0.1:{layout.base_port}.. (gameday lab up)")
+    running = control.is_running(layout)
+    if running and control.lock_holder(layout) is None:
+        return  # running, and no `lab up` or `down` of another process is half way
+    say(f"starting the lab on 127.0.0.1:{layout.base_port} (gameday lab up)")
     try:
         elapsed = control.up(layout, progress=lambda line: say(f"lab {line}"))
     except control.LabError as exc:
         pytest.exit(f"lab: {exc}", returncode=1)
-    state.lab_started = True
+    # Only a lab this session started is this session's to stop.
+    state.lab_started = not running
     say(f"lab up in {elapsed:.1f} s")
 
 
 def entrypoint_problem(target: Target) -> str | None:
     """Why the entrypoint cannot be used, or None when it answers at all."""
+    from gameday import facts
+
     url = target.entrypoint.url.rstrip("/") + target.entrypoint.health_path
-    try:
-        httpx.get(url, timeout=target.entrypoint.timeout_sec)
-    except Exception as exc:  # whatever stops us reaching it is the one line to show
-        return f"{redact(url)} does not answer ({type(exc).__name__}: {exc})"
+    # Bounded as a whole (entrypoint.timeout_sec): a server trickling bytes is given up on.
+    answer = facts.health(target)
+    if answer.status is None:
+        return f"{redact(url)} does not answer ({answer.error}: {answer.detail})"
     return None
 
 
@@ -216,28 +313,54 @@ class ScenarioOutcomes:
         state = self.config.stash.get(SESSION_KEY, None)
         if state is None or state.run is None:
             return
-        results = {r.nodeid: r for r in state.run.scenarios}
-        result = results.get(report.nodeid)
-        if result is None:
-            result = ScenarioResult(report.nodeid, report.nodeid.partition("::")[2])
-            state.run.scenarios.append(result)
+        result = state.run.result(report.nodeid)
+        result.began = True
         result.duration_sec += report.duration
         if report.failed:
-            result.outcome = "failed"
+            # A failed teardown (a heal that failed) after a passed call fails the scenario.
+            result.outcome = "error" if report.when == "setup" else "failed"
             lines = report.longreprtext.strip().splitlines()
             result.message = lines[-1] if lines else ""
-        elif report.skipped and result.outcome != "failed":
+        elif report.skipped and result.outcome not in ("failed", "error"):
             result.outcome = "skipped"
             longrepr = report.longrepr
             result.message = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+        elif report.passed and report.when == "call":
+            result.outcome = "passed"
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[None, None, None]:
+    """After every fixture's teardown (pytest's own sessionfinish tears them down, and with
+    them the faults heal into the history): close the run and write its report, whatever
+    the teardown did. A wrapper, so that a heal failing in that teardown (the journal keeps
+    the fault, the history its heal-failed mark) cannot cut the report, junit.xml or the lab's
+    shutdown short; the failure is said in one line and the session does not exit 0."""
     state = session.config.stash.get(SESSION_KEY, None)
-    if state is not None and state.run is not None:
-        report = state.run.finish()
+    try:
+        yield
+    except Exception as exc:
+        if state is None:
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        state.notes.append(f"the teardown failed: {redact(first)[:300]}")
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    finally:
+        if state is not None:
+            _finish_session(state, exitstatus)
+
+
+def _finish_session(state: GamedaySession, exitstatus: int) -> None:
+    if state.run is not None and not state.run.writer.closed:
+        interrupted = (
+            "the run was interrupted (Ctrl-C or SIGTERM)"
+            if exitstatus == pytest.ExitCode.INTERRUPTED
+            else None
+        )
+        report = state.run.finish(interrupted=interrupted)
         state.notes.append(f"report: {report}")
-    if state is None or not state.lab_started:
+    if not state.lab_started:
         return
     if state.keep_lab:
         state.notes.append("the lab is still running (--keep-lab); stop it with `gameday lab down`")
@@ -263,25 +386,24 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 @pytest.fixture
 def scenario(request: pytest.FixtureRequest, target: Target) -> Iterator[Scenario]:
     """This scenario's slice of the run: its probes, its history, its verdicts."""
+    from gameday.scenario import Scenario
+
     state = request.config.stash[SESSION_KEY]
     if state.run is None:
         pytest.skip("no run: scenarios need a target loaded at the start of the session")
     say = live_writer(request.config)
-    doc = getattr(request.node, "obj", None).__doc__ or request.node.name
-    title = doc.rpartition(": ")[2]
+    title = scenario_title(request.node)
+    state.run.result(request.node.nodeid, title).began = True
     scenario = Scenario.begin(state.run, request.node.nodeid, title, dry_run=state.dry_run, say=say)
-    results = {r.nodeid: r for r in state.run.scenarios}
-    if request.node.nodeid not in results:
-        state.run.scenarios.append(ScenarioResult(request.node.nodeid, title))
-    else:
-        results[request.node.nodeid].title = title
     yield scenario
-    scenario.end(request.node.stash.get(OUTCOME_KEY, "passed"))
+    scenario.end(request.node.stash.get(OUTCOME_KEY, "interrupted"))
 
 
 @pytest.fixture(scope="session")
 def target(request: pytest.FixtureRequest) -> Target:
     """The deployment under test, as loaded (and checked) at the start of the session."""
+    from gameday.target import load_target
+
     state = request.config.stash[SESSION_KEY]
     if state.target is None:
         state.target = load_target(state.target_name)

@@ -118,7 +118,7 @@ def scenario_latencies(history: History, nodeid: str) -> dict[str, float]:
     fault was in effect (the whole scenario when it had no fault)."""
     # Imported here: plans (and `gameday run` refusing in under a second) need this module's
     # tolerances, not the checks.
-    from gameday.checks.history import latency_percentiles
+    from gameday.checks.resilience import latency_percentiles
     from gameday.history import FaultEvent, Sample
 
     start = end = None

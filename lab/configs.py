@@ -83,6 +83,11 @@ frontend web
 
 backend servers
     balance roundrobin
+    # A backend that dies mid-request: resend the request to the other server, as a
+    # production HAProxy in front of stateless backends does; never a POST, which the dead
+    # server may have applied already.
+    retry-on conn-failure empty-response response-timeout
+    http-request disable-l7-retry if METH_POST
     option httpchk GET /health
     http-check expect status 200
     default-server {check}
@@ -169,6 +174,8 @@ def pg_node_command(layout: LabLayout, server: LabServer) -> str:
         "--pgdata", str(pgdata),
         "--pgport", str(layout.pg_port(server)),
         "--hostname", "127.0.0.1",
+        # pg_autoctl's default is '*' (every address, IPv4 and IPv6) with trust auth.
+        "--listen", "127.0.0.1",
         "--name", server.pg_node_name,
         "--dbname", DB_NAME,
         "--auth", "trust",
@@ -186,6 +193,8 @@ def pg_monitor_command(layout: LabLayout) -> str:
         "--pgdata", str(pgdata),
         "--pgport", str(layout.monitor_port),
         "--hostname", "127.0.0.1",
+        # Not in `create monitor --help`, but honoured (postgresql.listen_addresses).
+        "--listen", "127.0.0.1",
         "--auth", "trust",
         "--ssl-self-signed",
         "--run",
@@ -219,6 +228,8 @@ def pg_environment(layout: LabLayout) -> dict[str, str]:
         "XDG_CONFIG_HOME": str(layout.pg_dir / "xdg-config"),
         "XDG_DATA_HOME": str(layout.pg_dir / "xdg-data"),
         "HOME": str(layout.pg_dir),
+        # pid files: /tmp/pg_autoctl/<pgdata>/ otherwise, left behind by every lab.
+        "XDG_RUNTIME_DIR": str(layout.pg_runtime_dir),
         # pg_autoctl's own knob for unix_socket_directories: keeps sockets inside the lab and
         # works for a non-root user who cannot write /var/run/postgresql.
         "PG_REGRESS_SOCK_DIR": str(layout.pg_dir / "sockets"),

@@ -2,21 +2,27 @@
 
 supervisord runs every process, grouped by "host" (`server1`, `server2`, `control`), so a
 whole server can later be stopped as a unit. `up` starts programs in dependency order and waits
-for each stage to be healthy; `down` stops supervisord, sweeps any process that still carries
-the lab's marker in its environment, and removes the lab's folder.
+for each stage to be healthy; `down` stops supervisord, then every process of the lab that is
+still alive (`lab_processes`: found without supervisord, which may have been killed), and only
+then removes the lab's folder. `up` after a crash of supervisord stops its orphans and starts
+the lab again on its folder. `up` and `down` hold a lock per port block, so two of them never
+run at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import xmlrpc.client
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +41,13 @@ REQUIRED_BINARIES = {
 }
 STAGE_TIMEOUT_SEC = 60.0
 POLL_SEC = 0.2
+# supervisord's stopwaitsecs: how long a program may take to stop before it is killed.
+STOP_WAIT_SEC = 15.0
+KILL_WAIT_SEC = 5.0
+# How long a second `lab up`/`down` waits for the first (a cold `up` takes 30-90 s on a busy
+# machine), and how often it says whom it waits for.
+LOCK_WAIT_SEC = 600.0
+LOCK_NOTE_SEC = 15.0
 
 Progress = Callable[[str], None]
 
@@ -57,12 +70,21 @@ def _rpc(layout: LabLayout) -> Any:
     return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
 
 
-def supervisor_pid(layout: LabLayout) -> int | None:
-    """The pid of the lab's supervisord if it is alive."""
+def _pidfile_pid(layout: LabLayout) -> int | None:
     try:
-        pid = int(layout.supervisor_pidfile.read_text().strip())
-        os.kill(pid, 0)
+        return int(layout.supervisor_pidfile.read_text().strip())
     except (OSError, ValueError):
+        return None
+
+
+def supervisor_pid(layout: LabLayout) -> int | None:
+    """The pid of the lab's supervisord if it is alive.
+
+    A SIGKILLed supervisord leaves its pid file behind, and pids are reused (pid_max may be
+    32768): the process must also carry the lab's marker to count.
+    """
+    pid = _pidfile_pid(layout)
+    if pid is None or not _carries_marker(pid, layout):
         return None
     return pid
 
@@ -201,6 +223,7 @@ def _write_configs(layout: LabLayout, runtime: str = "supervisor") -> None:
         folder.mkdir(parents=True, exist_ok=True)
     (layout.state_dir / docker_runtime.RUNTIME_FILE).write_text(runtime + "\n")
     (layout.pg_dir / "sockets").mkdir(exist_ok=True)
+    layout.pg_runtime_dir.mkdir(mode=0o700, exist_ok=True)
     # The postgres user (when we are root) must be able to walk to its folders.
     layout.state_dir.chmod(0o755)
     if os.geteuid() == 0:
@@ -278,6 +301,35 @@ def up(layout: LabLayout, progress: Progress = _quiet, *, runtime: str | None = 
     def say(msg: str) -> None:
         progress(f"[{time.monotonic() - started:5.1f}s] {msg}")
 
+    with exclusive(layout, "lab up", say):
+        _up(layout, say, runtime)
+    elapsed = time.monotonic() - started
+    say("all components healthy")
+    return elapsed
+
+
+def _recover(layout: LabLayout, say: Progress) -> None:
+    """Make a lab whose supervisord is gone startable again, on its folder.
+
+    Its programs may still run (supervisord does not take them along when it is killed) and
+    hold every port: they are stopped, not adopted, since no new supervisord could manage them.
+    """
+    left = lab_processes(layout)
+    if left:
+        say(
+            f"supervisord is gone but {_processes(len(left))} of the lab still run: "
+            "stopping them to start the lab again"
+        )
+        stop_lab_processes(layout, say)
+    # pg_autoctl's pid files there name processes that no longer run (or, pids being
+    # reused, someone else's); supervisord's socket has nobody behind it.
+    shutil.rmtree(layout.pg_runtime_dir, ignore_errors=True)
+    layout.supervisor_socket.unlink(missing_ok=True)
+
+
+def _up(layout: LabLayout, say: Progress, runtime: str | None) -> None:
+    if not is_running(layout):
+        _recover(layout, say)
     if runtime is None:
         runtime = docker_runtime.runtime_of(layout) if is_running(layout) else "supervisor"
     preflight(layout, runtime)
@@ -333,9 +385,6 @@ def up(layout: LabLayout, progress: Progress = _quiet, *, runtime: str | None = 
         lambda: all(c.healthy for c in health.components(layout)),
         programs,
     )
-    elapsed = time.monotonic() - started
-    say("all components healthy")
-    return elapsed
 
 
 def _tune_monitor(layout: LabLayout) -> None:
@@ -381,46 +430,287 @@ def _pg_settled(layout: LabLayout) -> bool:
     return bool(row and row[0])
 
 
-def _marked_pids(layout: LabLayout) -> list[int]:
-    """Processes started for this lab: they inherit the marker from supervisord."""
+# -- the lab's processes, with or without supervisord -------------------------------------
+
+
+@dataclass(frozen=True)
+class LabProcess:
+    """One live process of the lab, as /proc shows it."""
+
+    pid: int
+    ppid: int
+    sid: int  # session id
+    start: int  # clock ticks after boot: a later process that reuses the pid has another
+    name: str  # the kernel's short name (comm)
+
+
+def _stat(pid: int) -> LabProcess | None:
+    """The process `pid` if it lives (a zombie is dead, only not yet reaped by its parent)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    # comm may hold spaces and parentheses: it is whatever lies between the first "(" and
+    # the last ")". The fields after it start at field 3 of proc(5).
+    name = raw[raw.index("(") + 1 : raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return LabProcess(pid, int(fields[1]), int(fields[3]), int(fields[19]), name)
+
+
+def _process_table() -> dict[int, LabProcess]:
+    table = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            proc = _stat(int(entry.name))
+            if proc is not None:
+                table[proc.pid] = proc
+    return table
+
+
+def _carries_marker(pid: int, layout: LabLayout) -> bool:
     needle = f"{MARKER_ENV}={layout.state_dir}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return needle in env.split(b"\0")
+
+
+def lab_processes(layout: LabLayout) -> list[LabProcess]:
+    """Every live process of this lab (supervisor runtime), whether supervisord lives or not.
+
+    No single record reaches them all, so three are joined:
+    - the marker in the environment, which supervisord hands to every program; but Redis and
+      Sentinel (process titles) and PostgreSQL's children (`postgres: walwriter`) write their
+      titles over that memory, so only about a third of the lab still shows it;
+    - supervisord's session: it daemonizes with setsid(), every program it starts inherits its
+      pid as session id, and that outlives supervisord (the kernel gives the number to no new
+      process while a member lives). A session counts when its leader is gone or is the lab's
+      own (marked) supervisord, never a shell's session;
+    - parenthood: PostgreSQL's children start sessions of their own but stay children of their
+      postmaster.
+    """
+    table = _process_table()
+    me = os.getpid()
+    marked = {pid for pid in table if pid != me and _carries_marker(pid, layout)}
+    candidates = {table[pid].sid for pid in marked}
+    recorded = _pidfile_pid(layout)  # supervisord's pid is its session's id
+    if recorded is not None:
+        candidates.add(recorded)
+    sessions = {
+        sid
+        for sid in candidates
+        if sid not in (0, os.getsid(0)) and (sid not in table or sid in marked)
+    }
+    members = marked | {pid for pid, proc in table.items() if proc.sid in sessions}
+    children: dict[int, list[int]] = {}
+    for proc in table.values():
+        children.setdefault(proc.ppid, []).append(proc.pid)
+    todo = list(members)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in members:
+                members.add(child)
+                todo.append(child)
+    # Never this process nor what runs it, whatever they inherited.
+    ancestors, pid = set(), me
+    while pid in table and pid not in ancestors:
+        ancestors.add(pid)
+        pid = table[pid].ppid
+    return sorted((table[p] for p in members - ancestors), key=lambda p: p.pid)
+
+
+def _signal(proc: LabProcess, sig: signal.Signals) -> None:
+    """Signal exactly this process, never a later one that reuses its pid."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except OSError:
+        return  # gone
+    try:
+        # The pidfd pins whatever process had the pid when it was opened: check it is ours.
+        current = _stat(proc.pid)
+        if current is not None and current.start == proc.start:
+            signal.pidfd_send_signal(fd, sig)
+    except OSError:
+        pass  # it ended in between
+    finally:
+        os.close(fd)
+
+
+def _processes(n: int) -> str:
+    return f"{n} process" if n == 1 else f"{n} processes"
+
+
+def _alive(proc: LabProcess) -> bool:
+    current = _stat(proc.pid)
+    return current is not None and current.start == proc.start
+
+
+def stop_lab_processes(layout: LabLayout, progress: Progress = _quiet) -> None:
+    """Stop every process of the lab that runs (what supervisord did not stop, or its orphans).
+
+    The top process of each program gets the signal supervisord would send (pg_autoctl stops
+    its postgres on SIGINT, Redis saves on SIGTERM), and takes its children along; whatever
+    still lives after STOP_WAIT_SEC is killed. Raises LabError if anything survives that.
+    A postmaster whose pg_autoctl is gone gets SIGINT too: a fast shutdown, where SIGTERM's
+    smart one would wait for clients that may never leave.
+    """
+    found = lab_processes(layout)
+    if not found:
+        return
+    tracked = {(p.pid, p.start): p for p in found}
+
+    def remaining() -> list[LabProcess]:
+        # Children of a parent that died are re-parented out of reach: remember all ever seen.
+        for p in lab_processes(layout):
+            tracked.setdefault((p.pid, p.start), p)
+        return [p for p in tracked.values() if _alive(p)]
+
+    pids = {p.pid for p in found}
+    tops = [p for p in found if p.ppid not in pids]
+    progress(f"stopping {_processes(len(found))} of the lab")
+    for p in tops:
+        _signal(p, signal.SIGINT if p.name in ("pg_autoctl", "postgres") else signal.SIGTERM)
+    if poll_until(lambda: not remaining(), timeout=STOP_WAIT_SEC, interval=POLL_SEC):
+        return
+    left = remaining()
+    progress(f"killing {_processes(len(left))} still running after {STOP_WAIT_SEC:.0f} s")
+    for p in left:
+        _signal(p, signal.SIGKILL)
+    if poll_until(lambda: not remaining(), timeout=KILL_WAIT_SEC, interval=POLL_SEC):
+        return
+    survivors = ", ".join(f"{p.pid} ({p.name})" for p in remaining())
+    raise LabError(f"lab processes survived SIGKILL: {survivors}; kept {layout.state_dir}")
+
+
+def orphans_line(layout: LabLayout) -> str | None:
+    """What `lab status` says when supervisord is gone but programs of the lab still run."""
+    # While an `up` or `down` holds the lock, processes without supervisord are its work in
+    # progress (supervisord starting, programs stopping), not orphans.
+    if _docker(layout) or supervisor_pid(layout) is not None or lock_holder(layout):
+        return None
+    left = lab_processes(layout)
+    if not left:
+        return None
+    return (
+        f"supervisord is gone but {_processes(len(left))} of the lab still run; "
+        f"`gameday lab down --base-port {layout.base_port}` stops them "
+        "(`gameday lab up` stops them and starts the lab again)"
+    )
+
+
+# -- one `up` or `down` at a time per port block -----------------------------------------
+
+# lock path -> nesting depth, per thread: another thread of this process waits like any other
+# process would (flock locks belong to an open file, not to a process).
+_HELD = threading.local()
+
+
+def lock_holder(layout: LabLayout) -> str | None:
+    """Who holds the lab's lock ("pid 123 (lab up, since 01:02:03)"), or None."""
+    try:
+        fd = os.open(layout.lock_path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
         try:
-            env = (entry / "environ").read_bytes()
-        except OSError:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive(layout: LabLayout, action: str, say: Progress = _quiet) -> Iterator[None]:
+    """Hold the lab's lock (an flock, released by the kernel even on SIGKILL) while inside.
+
+    A second holder waits, says every LOCK_NOTE_SEC whom it waits for, and gives up with a
+    LabError after LOCK_WAIT_SEC. Re-entrant within a process (a fault's heal runs `up`).
+    """
+    path = layout.lock_path
+    held: dict[Path, int] = _HELD.__dict__.setdefault("depth", {})
+    if path in held:
+        held[path] += 1
+        try:
+            yield
+        finally:
+            held[path] -= 1
+        return
+    started = time.monotonic()
+    noted = -LOCK_NOTE_SEC
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:  # another user's lock file in /tmp: locking it read-only works
+            fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            waited = time.monotonic() - started
+            holder = lock_holder(layout) or "another process"
+            if waited >= LOCK_WAIT_SEC:
+                raise LabError(
+                    f"the lab on port {layout.base_port} is busy: {holder} holds {path}; "
+                    f"gave up after {LOCK_WAIT_SEC:.0f} s"
+                ) from None
+            if waited - noted >= LOCK_NOTE_SEC:
+                say(f"waiting for {holder} to finish with the lab on port {layout.base_port}")
+                noted = waited
+            time.sleep(POLL_SEC)
             continue
-        if needle in env.split(b"\0"):
-            pids.append(int(entry.name))
-    return pids
+        # The previous holder removes the file when done: a lock on a removed file guards
+        # nothing, so start over unless the path still names the file we locked.
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        holder = f"pid {os.getpid()} ({action}, since {time.strftime('%H:%M:%S')})"
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, holder.encode())
+        held[path] = 1
+        yield
+    finally:
+        held.pop(path, None)
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still holding it: see the inode check above
+        os.close(fd)
+
+
+# -- down ----------------------------------------------------------------------------------
 
 
 def down(layout: LabLayout, progress: Progress = _quiet) -> None:
-    """Stop every process of the lab and remove its folder."""
-    if _docker(layout) or docker_runtime.engine(layout).home.exists():
-        progress("removing the lab's containers and stopping its engine")
-        docker_runtime.down(layout)
-    pid = supervisor_pid(layout)
-    if pid is not None:
-        progress("stopping supervisord and its programs")
-        with contextlib.suppress(OSError, xmlrpc.client.Error):
-            _rpc(layout).supervisor.shutdown()
-        poll_until(lambda: supervisor_pid(layout) is None, timeout=30, interval=POLL_SEC)
-    leftovers = _marked_pids(layout)
-    if leftovers:
-        progress(f"killing {len(leftovers)} leftover process(es)")
-        for p in leftovers:
-            with contextlib.suppress(OSError):
-                os.kill(p, signal.SIGKILL)
-        poll_until(lambda: not _marked_pids(layout), timeout=5, interval=POLL_SEC)
-    if layout.state_dir.exists():
-        shutil.rmtree(layout.state_dir, ignore_errors=True)
-    busy = [p for p in layout.all_ports() if health.port_open(p)]
-    if busy:
-        raise LabError(f"lab stopped but ports {busy} are still open")
-    progress("lab is down")
+    """Stop every process of the lab and remove its folder (only once they are all gone)."""
+    with exclusive(layout, "lab down", progress):
+        if _docker(layout) or docker_runtime.engine(layout).home.exists():
+            progress("removing the lab's containers and stopping its engine")
+            docker_runtime.down(layout)
+        pid = supervisor_pid(layout)
+        if pid is not None:
+            progress("stopping supervisord and its programs")
+            with contextlib.suppress(OSError, xmlrpc.client.Error):
+                _rpc(layout).supervisor.shutdown()
+            poll_until(lambda: supervisor_pid(layout) is None, timeout=30, interval=POLL_SEC)
+        elif lab_processes(layout):
+            progress("supervisord is gone; stopping the lab's processes without it")
+        stop_lab_processes(layout, progress)
+        if layout.state_dir.exists():
+            shutil.rmtree(layout.state_dir, ignore_errors=True)
+        busy = [p for p in layout.all_ports() if health.port_open(p)]
+        if busy:
+            raise LabError(f"lab stopped but ports {busy} are still open")
+        progress("lab is down")
 
 
 def status_table(layout: LabLayout) -> tuple[str, bool]:

@@ -93,6 +93,10 @@ def _create(client: Any, layout: LabLayout, p: Program) -> Any:
         "LANG": "C.UTF-8",
         **p.env,
     }
+    if "XDG_RUNTIME_DIR" in env:
+        # pg_autoctl's pid files belong on the container's fresh /tmp (see tmpfs below), not
+        # in the lab's folder, which outlives the container.
+        env["XDG_RUNTIME_DIR"] = "/tmp"
     kwargs: dict[str, Any] = {}
     check = _healthcheck(p)
     if check is not None:

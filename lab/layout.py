@@ -143,6 +143,19 @@ class LabLayout:
         return self.pg_dir / name
 
     @property
+    def pg_runtime_dir(self) -> Path:
+        """pg_autoctl's XDG_RUNTIME_DIR (its pid files): /tmp/pg_autoctl when unset, which
+        outlives the lab and is shared by every lab on the machine."""
+        return self.pg_dir / "run"
+
+    @property
+    def lock_path(self) -> Path:
+        """Serializes `lab up` and `lab down` on this port block. Outside the lab's folder,
+        which `down` removes, and per port rather than per folder: the ports are what two labs
+        would fight over."""
+        return Path(f"/tmp/gameday-lab-{self.base_port}.lock")
+
+    @property
     def haproxy_socket(self) -> Path:
         return self.state_dir / "haproxy.sock"
 

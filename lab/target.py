@@ -51,6 +51,8 @@ def render_docker_target(layout: LabLayout) -> str:
         user: postgres
         failover: automatic   # pg_auto_failover promotes, and rejoins the old primary
       cache_service: {s.redis_program}
+      cache_port: {layout.redis_port(s)}
+      backend_service: {s.backend_program}
       stop_timeout_sec: 15
       health_timeout_sec: 120
 """

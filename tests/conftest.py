@@ -1,21 +1,40 @@
-"""Fixtures for the harness's own tests: the shared lab on its default port block."""
+"""Fixtures for the harness's own tests: the shared lab on its default port block.
+
+The tests' runs, undo journals and baselines go to a scratch folder of the session (unless
+the shell names its own), never to the checkout's reports/ or the user's ~/.local/state:
+set here at import, so the pytest subprocesses the tests start inherit it too.
+"""
 
 from __future__ import annotations
 
 import http.server
-import importlib
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-import chaos.base
+import chaos.registry
 from gameday.target import Target
 from lab import control, health
 from lab.layout import LabLayout
 from lab.wait import poll_until
 from tests.podman import Podman, PodmanUnavailable, start_podman
+
+_SCRATCH = Path(tempfile.mkdtemp(prefix="gameday-tests-"))
+for _var, _sub in (
+    ("GAMEDAY_REPORTS_DIR", "reports"),
+    ("GAMEDAY_STATE_DIR", "state"),
+    ("GAMEDAY_BASELINES_DIR", "baselines"),
+):
+    os.environ.setdefault(_var, str(_SCRATCH / _sub))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_SCRATCH, ignore_errors=True)
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
@@ -111,9 +130,8 @@ def journal_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def only_command_fault(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the fault registry to the command fault (no lab modules, whatever their state)."""
-    monkeypatch.setattr(
-        chaos.base, "_load_builtin_faults", lambda: importlib.import_module("chaos.command")
-    )
+    monkeypatch.setattr(chaos.registry, "PROVIDER_MODULES", ("chaos.command",))
+    monkeypatch.setattr(chaos.registry, "_registry", None)
 
 
 def generic_target(name: str) -> Target:

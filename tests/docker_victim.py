@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from chaos.base import fault_class
 from chaos.journal import Journal
+from chaos.registry import fault_class
 from chaos.runner import FaultSession
 from gameday.clock import Clock
 from gameday.target import load_target

@@ -33,7 +33,7 @@ def run_features(*args: str) -> subprocess.CompletedProcess[str]:
 def test_scenarios_pass_on_a_healthy_lab(running_lab: LabLayout) -> None:
     result = run_features("features/acceptance/")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "9 passed" in result.stdout
+    assert "11 passed" in result.stdout
 
 
 def test_rotation_fails_and_names_the_stopped_server(running_lab: LabLayout) -> None:
@@ -46,11 +46,10 @@ def test_rotation_fails_and_names_the_stopped_server(running_lab: LabLayout) -> 
         )
         result = run_features("features/acceptance/entrypoint.feature")
         assert result.returncode == 1, result.stdout[-3000:]
-        assert "1 failed, 1 passed" in result.stdout
-        assert "server1 answered none of 20 requests" in result.stdout
-        assert (
-            "load balancer reports server1 DOWN" in result.stdout
-            or "answers seen: server2=20" in (result.stdout)
+        assert "2 failed, 1 passed" in result.stdout
+        assert "server1: 0 of 20 requests answered 200 from it" in result.stdout
+        assert "load balancer reports server1 DOWN" in result.stdout or "200s seen: server2=20" in (
+            result.stdout
         )
     finally:
         control.start_programs(running_lab, [server1.backend_program])
@@ -94,7 +93,7 @@ def test_target_without_cache_skips_cache_scenarios_with_reason(
     no_cache.write_text(head + "\nservers:\n" + tail)
     result = run_features("features/acceptance/cache.feature", "--target", str(no_cache))
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "3 skipped" in result.stdout
+    assert "4 skipped" in result.stdout
     assert "target 'lab' has no cache role" in result.stdout
 
 

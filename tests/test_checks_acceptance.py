@@ -190,17 +190,25 @@ def test_all_servers_in_rotation_fails_when_a_server_answered_nothing() -> None:
     answered = Counter({"server1": 6, "server3": 6})
     v = all_servers_in_rotation(SERVERS, answered, None)
     assert v.ok is False
-    assert "server2 answered none of 12 requests" in v.message
-    assert "(answers seen: server1=6, server3=6)" in v.message
-    assert "server1 answered none" not in v.message
+    assert "server2: 0 of 12 requests answered 200 from it" in v.message
+    assert "(200s seen: server1=6, server3=6)" in v.message
+    assert "server1: 0" not in v.message
 
 
 def test_all_servers_in_rotation_fails_when_nobody_answered() -> None:
     v = all_servers_in_rotation(SERVERS, Counter(), None)
     assert v.ok is False
     for s in SERVERS:
-        assert f"{s} answered none of 0 requests" in v.message
-    assert "answers seen: nobody" in v.message
+        assert f"{s}: 0 of 0 requests answered 200 from it" in v.message
+    assert "200s seen: nobody" in v.message
+
+
+def test_all_servers_in_rotation_counts_the_answers_that_were_not_200() -> None:
+    # 20 requests that all got 404: "none of 0 requests" would hide them.
+    v = all_servers_in_rotation(SERVERS[:1], Counter(), None, refused=Counter({"404": 20}))
+    assert v.ok is False
+    assert "server1: 0 of 20 requests answered 200 from it; 20 answered 404" in v.message
+    assert v.measured["refused"] == {"404": 20}
 
 
 @pytest.mark.parametrize("state", ["DOWN", "MAINT", "DOWN 1/2", "no check"])
@@ -211,7 +219,7 @@ def test_all_servers_in_rotation_fails_when_lb_reports_a_server_not_up(state: st
     v = all_servers_in_rotation(SERVERS, answered, lb)
     assert v.ok is False
     assert f"load balancer reports server2 {state}" in v.message
-    assert "server1" not in v.message.split(" (answers seen")[0]
+    assert "server1" not in v.message.split(" (200s seen")[0]
 
 
 def test_all_servers_in_rotation_fails_when_lb_does_not_list_a_server() -> None:

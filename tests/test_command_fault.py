@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chaos.base import FaultError, FaultRefused, fault_class, registered
+from chaos.base import FaultError, FaultRefused
 from chaos.cli import cmd_faults, cmd_heal
 from chaos.command import CommandFault
 from chaos.journal import Journal
+from chaos.registry import fault_class, registered
 from gameday.secrets import register_secret
 from gameday.target import Target
 from tests.conftest import generic_target
@@ -267,7 +268,7 @@ def test_gameday_faults_lists_the_command_fault() -> None:
 def test_gameday_heal_with_nothing_pending(target: Target) -> None:
     lines: list[str] = []
     assert cmd_heal(target, force=False, log=lines.append) == 0
-    assert lines == ["nothing to heal for target cmd-test"]
+    assert lines == ["nothing to heal for target cmd-test (generic http://127.0.0.1:9)"]
 
 
 def test_gameday_heal_reports_a_refusal_and_exits_1(tmp_path: Path, target: Target) -> None:
@@ -277,7 +278,9 @@ def test_gameday_heal_reports_a_refusal_and_exits_1(tmp_path: Path, target: Targ
     fault.inject()
     lines: list[str] = []
     assert cmd_heal(target, force=False, log=lines.append) == 1
-    assert lines[-1].startswith("gameday: 1 of 1 pending faults of target cmd-test not healed")
+    assert lines[-1].startswith(
+        "gameday: 1 of 1 pending faults of target cmd-test (generic http://127.0.0.1:9) not healed"
+    )
     assert "still running" in lines[-1]
     assert flag.exists()
     assert cmd_heal(target, force=True, log=lines.append) == 0

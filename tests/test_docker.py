@@ -22,10 +22,11 @@ from typing import Any
 import pytest
 import yaml
 
-from chaos.base import FaultError, FaultRefused, fault_class
-from chaos.docker import COMPOSE_PROJECT as COMPOSE
-from chaos.docker import Member, start_order
+from chaos.base import FaultError, FaultRefused
+from chaos.docker.engine import COMPOSE_PROJECT as COMPOSE
+from chaos.docker.engine import Member, start_order
 from chaos.journal import Journal
+from chaos.registry import fault_class
 from chaos.runner import FaultSession, inject
 from gameday.checks.cache import writes_survive_restart
 from gameday.clock import Clock
@@ -577,9 +578,11 @@ def test_scenarios_run_the_docker_faults_end_to_end(
         (pytester.path / "t.yaml").write_text(yaml.safe_dump(raw))
 
         # A process of its own: the fault registry is filled once per interpreter.
-        result = pytester.runpytest_subprocess(
-            "features/", "--target", "t.yaml", "--allow-destructive"
-        )
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("GAMEDAY_REPORTS_DIR", str(pytester.path / "reports"))
+            result = pytester.runpytest_subprocess(
+                "features/", "--target", "t.yaml", "--allow-destructive"
+            )
 
         outcome = {"passed": 2} if survives else {"passed": 1, "failed": 1}
         result.assert_outcomes(**outcome)

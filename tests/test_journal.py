@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 from pathlib import Path
 
 import pytest
 
 from chaos.base import FaultError
+from chaos.cli import cmd_heal
 from chaos.command import CommandFault
-from chaos.journal import Journal, heal_pending, pid_alive, state_dir
+from chaos.journal import Journal, pid_alive, state_dir
+from chaos.runner import heal_pending
 from gameday.secrets import register_secret
 from gameday.target import Target
 from tests.conftest import generic_target
@@ -38,7 +41,8 @@ def test_begin_update_done_round_trip(tmp_path: Path, journal_dir: Path) -> None
     entry = journal.begin(fault, "run-1")
 
     # On disk when begin returns: another reader (another process) sees the record.
-    assert journal.path == journal_dir / "journal-journal-test.jsonl"
+    assert journal.path.parent == journal_dir
+    assert re.fullmatch(r"journal-journal-test-[0-9a-f]{12}\.jsonl", journal.path.name)
     with open(journal.path) as f:
         records = [json.loads(line) for line in f]
     assert records == [
@@ -50,6 +54,7 @@ def test_begin_update_done_round_trip(tmp_path: Path, journal_dir: Path) -> None
             "fault": "command",
             "provider": "generic",
             "target_source": "tests/inline",
+            "identity": "generic http://127.0.0.1:9",
             "params": fault.undo_params(),
             "state": "injecting",
         }
@@ -137,7 +142,7 @@ def test_state_dir_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 def test_target_name_cannot_escape_the_state_dir(journal_dir: Path) -> None:
     journal = Journal(make_target("../../etc/x y"))
     assert journal.path.parent == journal_dir
-    assert journal.path.name == "journal-_.._etc_x_y.jsonl"
+    assert re.fullmatch(r"journal-_\.\._etc_x_y-[0-9a-f]{12}\.jsonl", journal.path.name)
 
 
 def test_damaged_line_in_the_middle_is_skipped_and_reported(tmp_path: Path) -> None:
@@ -227,3 +232,68 @@ def _rewrite_pid(journal: Journal, entry_id: str, pid: int) -> None:
             record["pid"] = pid
         lines.append(json.dumps(record))
     journal.path.write_text("\n".join(lines) + "\n")
+
+
+# -- one deployment's journal is never healed on another -------------------------------------
+
+
+def other_deployment(name: str = "journal-test") -> Target:
+    # Same name, another entrypoint: another deployment (a lab on another port block...).
+    raw = {"name": name, "provider": "generic", "entrypoint": {"url": "http://127.0.0.1:10"}}
+    return Target.model_validate(raw).model_copy(update={"source": "tests/inline-other"})
+
+
+def test_a_fault_is_pending_only_for_the_deployment_it_was_made_on(tmp_path: Path) -> None:
+    made_on, other = make_target(), other_deployment()
+    flag = tmp_path / "flag"
+    Journal(made_on).begin(flag_fault(made_on, flag), "run-1")
+    assert len(Journal(made_on).pending()) == 1
+    # The other deployment's heal does not see it, and says where it is instead.
+    assert Journal(other).pending() == []
+    assert Journal(other).elsewhere() == {"generic http://127.0.0.1:9": 1}
+    lines: list[str] = []
+    assert cmd_heal(other, force=True, log=lines.append) == 0
+    assert lines == [
+        "nothing to heal for target journal-test (generic http://127.0.0.1:10)",
+        "note: 1 fault(s) of another deployment named journal-test are pending: "
+        "generic http://127.0.0.1:9 (heal them with a target for that deployment)",
+    ]
+
+
+def test_an_entry_of_another_deployment_is_refused_even_with_force(tmp_path: Path) -> None:
+    target, other = make_target(), other_deployment()
+    flag = tmp_path / "flag"
+    flag.touch()
+    journal = Journal(target)
+    entry = journal.begin(flag_fault(target, flag), "run-1")
+    # A record naming another deployment, in this deployment's file (copied by hand, say).
+    forged = json.loads(journal.path.read_text())
+    forged.update(id="f" * 32, identity=other.identity(), pid=999_999_999)
+    with open(journal.path, "a") as f:
+        f.write(json.dumps(forged) + "\n")
+    journal.done(entry)
+    with pytest.raises(FaultError, match=r"made on generic http://127\.0\.0\.1:10, not on generic"):
+        heal_pending(target, log=lambda _: None, force=True)
+    assert flag.exists(), "the heal of another deployment's fault must not run"
+
+
+def test_a_journal_from_before_identities_heals_only_when_forced(
+    tmp_path: Path, journal_dir: Path
+) -> None:
+    target = make_target()
+    flag = tmp_path / "flag"
+    flag.touch()
+    legacy = journal_dir / "journal-journal-test.jsonl"
+    journal_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "id": "a" * 32, "at": "2026-01-01T00:00:00+00:00", "run_id": "old", "pid": 999_999_999,
+        "fault": "command", "provider": "generic", "target_source": "targets/x.yaml",
+        "params": flag_fault(target, flag).undo_params(), "state": "injecting",
+    }  # fmt: skip
+    legacy.write_text(json.dumps(record) + "\n")
+    with pytest.raises(FaultError, match="before journals named their deployment"):
+        heal_pending(target, log=lambda _: None)
+    assert flag.exists()
+    assert heal_pending(target, log=lambda _: None, force=True)
+    assert not flag.exists()
+    assert Journal(target).pending() == [], "the heal is recorded where the entry was"

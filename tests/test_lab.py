@@ -1,9 +1,15 @@
-"""The lab's lifecycle, on real services: up, idempotent up, status, failures named, down."""
+"""The lab's lifecycle, on real services: up, idempotent up, status, failures named, down,
+and the lab surviving its own crash (supervisord SIGKILLed) and its neighbours (two `up` at
+once, other labs and hosts: loopback only, nothing left in /tmp/pg_autoctl).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +20,7 @@ import pytest
 
 from lab import configs, control, health
 from lab.layout import LabLayout
+from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,12 +39,98 @@ def own_layout(tmp_path_factory: pytest.TempPathFactory) -> LabLayout:
     control.down(layout)
 
 
-def leftovers(layout: LabLayout) -> list[str]:
+# -- ground truth from /proc, independent of how lab/control.py finds the lab's processes --
+
+
+def _stat(pid: int) -> tuple[int, int, int] | None:
+    """(ppid, session id, start time) of a live process; None if gone or a zombie."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[1]), int(fields[3]), int(fields[19])
+
+
+def lab_tree(layout: LabLayout) -> dict[int, int]:
+    """supervisord and every process descended from it (pid -> start time), taken while
+    supervisord lives: the lab's processes by the plainest definition there is."""
+    root = int(layout.supervisor_pidfile.read_text())
+    table = {int(e.name): _stat(int(e.name)) for e in Path("/proc").iterdir() if e.name.isdigit()}
+    tree = {root}
+    grew = True
+    while grew:
+        more = {pid for pid, st in table.items() if st and st[0] in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return {pid: st[2] for pid in tree if (st := table.get(pid))}
+
+
+def survivors(tree: dict[int, int]) -> list[int]:
+    """Processes of `tree` still alive (the same process: a reused pid starts later)."""
+    return [pid for pid, start in tree.items() if (st := _stat(pid)) and st[2] == start]
+
+
+def pg_autoctl_tmp_files(layout: LabLayout) -> list[str]:
+    """What pg_autoctl left of this lab in its default runtime folder, /tmp/pg_autoctl."""
+    root = Path("/tmp/pg_autoctl")
+    return sorted(str(p) for p in root.rglob("*") if layout.state_dir.name in str(p))
+
+
+def leftovers(layout: LabLayout, tree: dict[int, int], supervisord: int) -> list[str]:
     found = [f"port {p}" for p in layout.all_ports() if health.port_open(p)]
-    found += [f"pid {p}" for p in control._marked_pids(layout)]
+    found += [f"pid {p}" for p in survivors(tree)]
+    # supervisord's session (its pid) outlives it: no process may still belong to it.
+    found += [
+        f"pid {e.name} of supervisord's session"
+        for e in Path("/proc").iterdir()
+        if e.name.isdigit() and (st := _stat(int(e.name))) and st[1] == supervisord
+    ]
     if layout.state_dir.exists():
         found.append(f"folder {layout.state_dir}")
+    found += pg_autoctl_tmp_files(layout)
     return found
+
+
+def listening_sockets(pids: list[int]) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket in LISTEN state that one of `pids` holds."""
+    inodes = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    found = set()
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            hex_addr, hex_port = fields[1].split(":")
+            raw = bytes.fromhex(hex_addr)
+            # /proc/net writes each 32-bit word of the address in host (little-endian) order.
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            found.add((socket.inet_ntop(family, raw), int(hex_port, 16)))
+    return found
+
+
+def gameday(*argv: str, layout: LabLayout) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gameday.cli", *argv, "--base-port", str(layout.base_port)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        env={**os.environ, "GAMEDAY_LAB_DIR": str(layout.state_dir)},
+    )  # fmt: skip
+
+
+def kill_supervisord(layout: LabLayout) -> int:
+    pid = int(layout.supervisor_pidfile.read_text())
+    os.kill(pid, signal.SIGKILL)
+    wait_until("supervisord gone", lambda: _stat(pid) is None, timeout=10)
+    return pid
 
 
 def test_up_status_idempotent_up_and_down_leave_nothing(own_layout: LabLayout) -> None:
@@ -57,10 +150,12 @@ def test_up_status_idempotent_up_and_down_leave_nothing(own_layout: LabLayout) -
         "server1": {"backend1", "postgres1", "redis1", "sentinel1"},
         "server2": {"backend2", "postgres2", "redis2", "sentinel2"},
     }
+    tree, supervisord = lab_tree(own_layout), control.supervisor_pid(own_layout)
+    assert supervisord in tree
     if os.geteuid() == 0:  # PostgreSQL refuses root: the lab runs it as `postgres`
         owners = {
             Path(f"/proc/{pid}").stat().st_uid
-            for pid in control._marked_pids(own_layout)
+            for pid in tree
             if b"postgres" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
         }
         assert owners == {pwd.getpwnam("postgres").pw_uid}
@@ -77,7 +172,7 @@ def test_up_status_idempotent_up_and_down_leave_nothing(own_layout: LabLayout) -
     assert status.returncode == 0, status.stdout + status.stderr
 
     control.down(own_layout)
-    assert leftovers(own_layout) == []
+    assert leftovers(own_layout, tree, supervisord) == []
 
 
 def test_busy_port_is_refused_before_anything_starts(own_layout: LabLayout) -> None:
@@ -101,6 +196,121 @@ def test_failed_component_is_named_with_its_log(
     message = str(info.value)
     assert "haproxy" in message
     assert str(own_layout.log_dir / "haproxy.log") in message
+
+
+def test_every_listening_socket_of_the_lab_is_on_loopback(own_layout: LabLayout) -> None:
+    control.up(own_layout)
+    sockets = listening_sockets(list(lab_tree(own_layout)))
+    # Every service is reached (so the check below judges all of them) ...
+    assert {port for _, port in sockets} == set(own_layout.all_ports())
+    # ... and none of them, PostgreSQL with trust authentication included, on 0.0.0.0 or [::].
+    assert {addr for addr, _ in sockets} == {"127.0.0.1"}, sorted(sockets)
+
+    # pg_autoctl's pid files live in the lab's folder, not in /tmp/pg_autoctl.
+    assert len(list(own_layout.pg_runtime_dir.rglob("pg_autoctl.pid"))) == 3
+    assert pg_autoctl_tmp_files(own_layout) == []
+    control.down(own_layout)
+    assert pg_autoctl_tmp_files(own_layout) == []
+
+
+def test_down_after_supervisord_is_killed_stops_every_process_and_up_is_healthy(
+    own_layout: LabLayout,
+) -> None:
+    control.up(own_layout)
+    tree = lab_tree(own_layout)
+    assert len(tree) > 20  # supervisord, 11 programs, pg_autoctl's and postgres's children
+    supervisord = kill_supervisord(own_layout)
+    assert len(survivors(tree)) > 20  # supervisord takes none of them along
+
+    status = gameday("lab", "status", layout=own_layout)
+    assert status.returncode == 1, status.stdout + status.stderr
+    said = re.search(r"supervisord is gone but (\d+) processes of the lab still run", status.stdout)
+    assert said and int(said[1]) > 20, status.stdout
+    assert "gameday lab down" in status.stdout
+
+    down = gameday("lab", "down", layout=own_layout)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert leftovers(own_layout, tree, supervisord) == []
+
+    control.up(own_layout)
+    table, healthy = control.status_table(own_layout)
+    assert healthy, table
+
+
+def test_up_right_after_supervisord_is_killed_stops_the_orphans_and_is_healthy(
+    own_layout: LabLayout,
+) -> None:
+    control.up(own_layout)
+    tree = lab_tree(own_layout)
+    supervisord = kill_supervisord(own_layout)
+
+    said: list[str] = []
+    control.up(own_layout, progress=said.append)
+    assert any("supervisord is gone but" in line for line in said), said
+    table, healthy = control.status_table(own_layout)
+    assert healthy, table
+    # Started again under a new supervisord: none of the orphans was kept.
+    assert survivors(tree) == []
+    assert control.supervisor_pid(own_layout) not in (None, supervisord)
+
+
+def test_two_ups_at_once_both_end_healthy_without_traceback(own_layout: LabLayout) -> None:
+    argv = [sys.executable, "-m", "gameday.cli", "lab", "up", "--base-port", str(OWN_BASE_PORT)]
+    env = {**os.environ, "GAMEDAY_LAB_DIR": str(own_layout.state_dir), "PYTHONUNBUFFERED": "1"}
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            argv, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+
+    first = start()
+    assert first.stdout is not None
+    # The second starts in the middle of the first: supervisord up, nothing healthy yet.
+    head = []
+    for line in first.stdout:
+        head.append(line)
+        if "supervisord running" in line:
+            break
+    second = start()
+    out_second = second.communicate(timeout=600)[0]
+    out_first = "".join(head) + first.communicate(timeout=600)[0]
+
+    assert first.returncode == 0, out_first
+    assert second.returncode == 0, out_second
+    assert "Traceback" not in out_first + out_second
+    # The second waited for the first, and said whom it waited for.
+    assert f"waiting for pid {first.pid} (lab up" in out_second, out_second
+    table, healthy = control.status_table(own_layout)
+    assert healthy, table
+
+
+def test_a_held_lock_is_waited_for_with_the_holder_named_then_given_up(
+    own_layout: LabLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys; from lab import control; from lab.layout import LabLayout\n"
+            f"layout = LabLayout.from_env(base_port={OWN_BASE_PORT})\n"
+            "with control.exclusive(layout, 'lab up'):\n"
+            "    print('held', flush=True); sys.stdin.read()\n"
+        )],
+        cwd=ROOT, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdin is not None
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(control, "LOCK_WAIT_SEC", 1.0)
+        said: list[str] = []
+        with pytest.raises(control.LabError) as info:
+            control.up(own_layout, progress=said.append)
+        assert f"pid {holder.pid} (lab up, since" in str(info.value)
+        assert f"holds {own_layout.lock_path}" in str(info.value)
+        assert any(f"waiting for pid {holder.pid} (lab up" in line for line in said), said
+        assert not own_layout.state_dir.exists()  # nothing was started
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert not own_layout.lock_path.exists()  # the holder cleans up after itself
 
 
 @pytest.mark.parametrize(

@@ -185,7 +185,8 @@ def test_a_run_announces_its_start_and_end_and_a_dead_receiver_changes_nothing(
     assert Path(end["report"]).exists()
     if outcome == "failed":
         assert len(end["failures"]) == 1 and "expected 418" in end["failures"][0]
-        assert end["failures"][0].startswith("The entrypoint answers a wrong status: failed: ")
+        # one line: the scenario's title, then what its failed verdict said
+        assert end["failures"][0].startswith("The entrypoint answers a wrong status: /health ")
     texts = [b["text"] for b in chat.bodies]
     assert texts[0].startswith("game day told started on fake")
     assert texts[1].startswith(f"game day told on fake: {outcome.upper()} (run ")

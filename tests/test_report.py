@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from gameday.checks.history import availability, lost_writes_in
+from gameday.checks.resilience import availability, lost_writes_in
 from gameday.clock import Clock
 from gameday.history import (
     FaultEvent,

@@ -21,7 +21,7 @@ from chaos.base import FaultRefused
 from chaos.journal import Journal
 from chaos.lab import CacheCrash, DatabaseCrash
 from chaos.runner import FaultSession
-from gameday.checks.history import lost_writes_in, time_to_recover
+from gameday.checks.resilience import lost_writes_in, time_to_recover
 from gameday.clock import Clock
 from gameday.history import HistoryWriter, RunHeader, read_history
 from gameday.probes.writes import LedgerProbe
@@ -172,7 +172,7 @@ def _pending_fault_with_server1_down(layout: LabLayout) -> bool:
 def test_kill_9_mid_fault_then_gameday_heal_restores_the_lab(
     running_lab: LabLayout, state_dir: Path
 ) -> None:
-    proc = pytest_run("features/resilience/server_loss.feature", "-k", "server1")
+    proc = pytest_run("features/resilience/server_loss.feature", "-k", "first_server")
     try:
         wait_until("server1 stopped by the run", lambda: _pending_fault_with_server1_down(
             running_lab), timeout=60)  # fmt: skip
@@ -195,7 +195,7 @@ def test_kill_9_mid_fault_then_gameday_heal_restores_the_lab(
 
 
 def test_ctrl_c_mid_fault_heals_before_exit(running_lab: LabLayout, state_dir: Path) -> None:
-    proc = pytest_run("features/resilience/server_loss.feature", "-k", "server1")
+    proc = pytest_run("features/resilience/server_loss.feature", "-k", "first_server")
     try:
         wait_until("server1 stopped by the run", lambda: _pending_fault_with_server1_down(
             running_lab), timeout=60)  # fmt: skip
@@ -213,7 +213,7 @@ def test_ctrl_c_mid_fault_heals_before_exit(running_lab: LabLayout, state_dir: P
 
 def test_history_survives_a_killed_run(running_lab: LabLayout, state_dir: Path) -> None:
     """The run's history is written as it grows: a kill -9 keeps what was recorded."""
-    proc = pytest_run("features/resilience/server_loss.feature", "-k", "server1")
+    proc = pytest_run("features/resilience/server_loss.feature", "-k", "first_server")
     try:
         wait_until("server1 stopped by the run", lambda: _pending_fault_with_server1_down(
             running_lab), timeout=60)  # fmt: skip
@@ -268,8 +268,8 @@ def test_spent_error_budget_heals_early_and_fails(
 ) -> None:
     feature = tmp_path / "abort.feature"
     feature.write_text(ABORT_FEATURE)
-    plugins = ["gameday.pytest_plugin", "steps.deployment", "steps.data", "steps.load",
-               "steps.faults"]  # fmt: skip
+    plugins = ["gameday.pytest_plugin", "chaos.pytest_plugin", "steps.deployment",
+               "steps.data", "steps.load", "steps.faults"]  # fmt: skip
     args = ["-c", str(ROOT / "pytest.ini"), "--rootdir", str(tmp_path)]
     for plugin in plugins:
         args += ["-p", plugin]
@@ -288,7 +288,7 @@ def test_spent_error_budget_heals_early_and_fails(
 def test_the_next_run_heals_what_a_killed_run_left_and_says_so(
     running_lab: LabLayout, state_dir: Path
 ) -> None:
-    proc = pytest_run("features/resilience/server_loss.feature", "-k", "server1")
+    proc = pytest_run("features/resilience/server_loss.feature", "-k", "first_server")
     try:
         wait_until("server1 stopped by the run", lambda: _pending_fault_with_server1_down(
             running_lab), timeout=60)  # fmt: skip

@@ -21,12 +21,13 @@ import pytest
 from chaos.base import Fault, FaultError, FaultRefused
 from chaos.cli import cmd_heal
 from chaos.command import CommandFault
-from chaos.journal import Journal, heal_pending
+from chaos.journal import Journal
 from chaos.runner import (
     ErrorBudget,
     FaultSession,
     Terminated,
     TimeLimit,
+    heal_pending,
     inject,
     install_signal_handlers,
 )
@@ -449,7 +450,7 @@ def test_after_sigkill_the_journal_lets_gameday_heal_heal(tmp_path: Path) -> Non
     assert lines[-1] == "healed 1 fault(s) of target victim"
 
     assert cmd_heal(target, force=False, log=lines.append) == 0
-    assert lines[-1] == "nothing to heal for target victim"
+    assert lines[-1] == "nothing to heal for target victim (generic http://127.0.0.1:9)"
 
 
 @pytest.mark.parametrize(

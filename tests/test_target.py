@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -268,3 +269,146 @@ def test_cli_check_reports_roles_and_absent_ones(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "absent: load_balancer, database, cache, servers" in proc.stdout
+
+
+# -- any deployment: what a target may declare ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "line"),
+    [
+        (
+            "faults:\n  databse-failover: {inject: a, heal: b}\n",
+            "x.yaml: faults.databse-failover: unknown fault name; did you mean "
+            "'database-failover'?",
+        ),
+        (
+            "faults:\n  'bad name!': {inject: a, heal: b}\n",
+            "x.yaml: faults.bad name!: not a fault name",
+        ),
+        (
+            "faults:\n  my-own: {inject: a}\n",
+            "x.yaml: faults.my-own.heal: required but missing",
+        ),
+        (
+            "app:\n  orders: {method: PUT, create_path: /v1/notes, id_from: client}\n",
+            "x.yaml: app.orders: create_path: '/v1/notes' has no {id}, but id_from is client",
+        ),
+        (
+            "app:\n  orders: {read_path: /v1/notes}\n",
+            "x.yaml: app.orders: read_path: '/v1/notes' has no {id}",
+        ),
+        (
+            "load_balancer: {kind: traefik}\n",
+            "x.yaml: load_balancer.kind: 'traefik' is not one of 'haproxy', 'alb', 'nginx' or "
+            "'none'",
+        ),
+        (
+            "load_balancer: {kind: nginx, stats_url: 'http://lb/stats'}\n",
+            "x.yaml: load_balancer: stats_url/stats_socket: HAProxy's, not for kind nginx",
+        ),
+        (
+            "cache: {url: 'redis://c:6379/0', failover: sentinel}\n",
+            "x.yaml: cache: failover: sentinel needs the sentinels' host:port in sentinels",
+        ),
+    ],
+)
+def test_any_deployment_fields_refuse_bad_values_in_one_line(
+    tmp_path: Path, extra: str, line: str
+) -> None:
+    message = error_of(write(tmp_path, MINIMAL + extra)).removeprefix(f"{tmp_path}/")
+    assert message.startswith(line), message
+
+
+def test_a_foreign_shaped_target_loads(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        "load_balancer: {kind: nginx, status_url: 'http://127.0.0.1:1/nginx_status'}\n"
+        "cache: {url: 'redis://127.0.0.1:2/0'}\n"
+        "app:\n  product_path: null\n  sessions: null\n  rate_limit: null\n"
+        "  orders: {method: PUT, create_path: '/v1/notes/{id}', id_from: client,"
+        " body: {text: 'gameday {id}'}, success_codes: [200, 201],"
+        " read_path: '/v1/notes/{id}', consistent_read_query: null, idempotency_header: null}\n"
+        "faults:\n"
+        "  database-failover: {inject: ./promote.sh, heal: ./rebuild.sh, timeout_sec: 90}\n"
+        "  my-own-fault: {inject: a, heal: b, check: c}\n"
+    )
+    target = load_target(str(write(tmp_path, text)))
+    assert target.load_balancer is not None and target.load_balancer.kind == "nginx"
+    assert target.app.product_path is None and target.app.sessions is None
+    assert target.app.orders is not None and target.app.orders.acknowledged(201)
+    assert not target.app.orders.acknowledged(202)
+    assert target.cache is not None and target.cache.failover_manager() == "none"
+    assert target.faults["database-failover"].timeout_sec == 90
+
+
+def test_cli_check_shows_faults_and_plans_scenarios_without_printing_secrets(
+    tmp_path: Path,
+) -> None:
+    canary = "c4n4ry-s3cr3t-value"
+    text = (
+        "name: secretive\nprovider: generic\nentrypoint:\n  url: http://127.0.0.1:9/\n"
+        "  health_path: /health?token=${GAMEDAY_TEST_API_TOKEN}\n"
+        "database:\n  writer_url: postgresql://u:${GAMEDAY_TEST_DB_PASSWORD}@127.0.0.1:9/d\n"
+        "faults:\n  database-failover:\n"
+        "    inject: sh -c 'promote --password $PGPASSWORD'\n    heal: 'true'\n"
+    )
+    path = write(tmp_path, text)
+    env = {
+        **os.environ,
+        "GAMEDAY_TEST_API_TOKEN": canary,
+        "GAMEDAY_TEST_DB_PASSWORD": canary + "-db",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "gameday.cli", "target", "check", str(path)],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert canary not in out
+    assert "fault database-failover: inject `sh -c 'promote --password $PGPASSWORD'`" in out
+    # Every shipped scenario is planned: runs, or skipped with its reason.
+    assert "scenarios: " in out and " of " in out
+    assert "skipped features/acceptance/cache.feature: The cache has an online replica: " in out
+    assert "target 'secretive' has no cache role" in out
+
+
+def test_anchors_and_aliases_within_the_bounds_still_work(tmp_path: Path) -> None:
+    # Aliases are bounded, not banned: sharing a block between servers is ordinary YAML.
+    text = MINIMAL + (
+        "servers:\n"
+        "  - &server {name: s1, zone: a, url: 'http://127.0.0.1:8001'}\n"
+        "  - {<<: *server, name: s2, zone: b}\n"
+    )
+    target = load_target(str(write(tmp_path, text)))
+    assert [(s.name, s.zone, s.url) for s in target.servers] == [
+        ("s1", "a", "http://127.0.0.1:8001"),
+        ("s2", "b", "http://127.0.0.1:8001"),
+    ]
+
+
+def test_a_command_fault_with_inject_and_heal_loads(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        "faults:\n  nginx-down:\n    inject: systemctl stop nginx\n"
+        "    heal: systemctl start nginx\n    timeout_sec: '90'\n"
+    )
+    assert load_target(str(write(tmp_path, text))).faults["nginx-down"].timeout_sec == 90
+
+
+def test_a_password_inside_a_url_is_redacted_alone_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A variable named like anything: the URL shape says it is a password. Its decoded
+    # spelling (what libpq sends, and may quote in an error) is registered as well.
+    monkeypatch.setenv("GAMEDAY_TEST_DB_PW", "pa%24%24word-42")
+    text = MINIMAL + "database:\n  writer_url: postgresql://app:${GAMEDAY_TEST_DB_PW}@db/shop\n"
+    load_target(str(write(tmp_path, text)))
+    assert (
+        redact("auth failed for pa$$word-42 and pa%24%24word-42") == "auth failed for *** and ***"
+    )
+
+
+def test_a_symlink_is_named_as_given_and_read_through(tmp_path: Path) -> None:
+    real = write(tmp_path, MINIMAL + "colour: blue\n", "real.yaml")
+    link = tmp_path / "link.yaml"
+    link.symlink_to(real)
+    assert error_of(link) == f"{link}: colour: unknown key"

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from chaos.aws.session import AwsFault, split_ids
-from chaos.base import FaultError, FaultRefused, Observation, register
+from chaos.base import Fault, FaultError, FaultRefused, Observation
 from gameday.aws import error_code
 
 STOP_TIMEOUT_SEC = 300.0
@@ -76,7 +76,6 @@ def check_permission(call: Any, **kwargs: Any) -> None:
     raise FaultError(f"EC2 ignored DryRun=True on {call.__name__}")
 
 
-@register
 class StopServer(AwsFault):
     """Stop EC2 instances: those of one zone, or the one instance that is a target server.
 
@@ -201,3 +200,6 @@ class StopServer(AwsFault):
     def in_effect(self) -> bool:
         ids = split_ids(self.params.get("instances", ""))
         return any(s in ("stopping", "stopped") for s in instance_states(self, ids).values())
+
+
+FAULTS: tuple[type[Fault], ...] = (StopServer,)

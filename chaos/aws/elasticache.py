@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chaos.aws.session import AwsFault
-from chaos.base import FaultError, FaultRefused, Observation, register
+from chaos.base import Fault, FaultError, FaultRefused, Observation
 
 FAILOVER_TIMEOUT_SEC = 600.0
 EVENTS_SKEW = timedelta(minutes=1)
@@ -24,7 +24,6 @@ def primary_of(group: dict[str, Any], node_group_id: str) -> dict[str, Any] | No
     return None
 
 
-@register
 class CacheFailover(AwsFault):
     """ElastiCache test_failover: the replica of the node group is promoted to primary.
 
@@ -140,3 +139,16 @@ class CacheFailover(AwsFault):
 
     def in_effect(self) -> bool:
         return self._group().get("Status") != "available"
+
+
+class CacheCrash(CacheFailover):
+    """ElastiCache's own simulated failure of the primary node (TestFailover), as the crash
+    of the Redis master: AWS documents TestFailover as a node failure, and there is no other
+    way to crash a managed primary. The same call as cache-failover, under the crash's name,
+    so "the cache master crashes" runs on AWS too."""
+
+    name = "cache-crash"
+    label = "cache master crash (ElastiCache TestFailover)"
+
+
+FAULTS: tuple[type[Fault], ...] = (CacheFailover, CacheCrash)

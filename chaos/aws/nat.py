@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from chaos.aws.session import AwsFault, split_ids
-from chaos.base import FaultError, FaultRefused, register
+from chaos.base import Fault, FaultError, FaultRefused
 from gameday.aws import error_code
 
 DEFAULT_ROUTE = "0.0.0.0/0"
@@ -41,7 +41,6 @@ def route_target(route: dict[str, Any] | None) -> str:
     return "an unknown target"
 
 
-@register
 class DisableNat(AwsFault):
     """Disable one zone's NAT gateway: remove the 0.0.0.0/0 route that points at it from every
     route table of the VPC, so that zone's private subnets lose outbound internet.
@@ -158,3 +157,6 @@ class DisableNat(AwsFault):
     def in_effect(self) -> bool:
         nat_id, routes = self._removed()
         return bool(routes) and self._active(routes, nat_id) != set(routes)
+
+
+FAULTS: tuple[type[Fault], ...] = (DisableNat,)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chaos.aws.session import AwsFault
-from chaos.base import FaultError, FaultRefused, Observation, register
+from chaos.base import Fault, FaultError, FaultRefused, Observation
 
 # The seed promises failover in 1-2 minutes; AWS documents up to a few minutes more before the
 # instance reports `available` again. The probes measure the outage; this only bounds the wait.
@@ -31,7 +31,6 @@ def failover_events(events: list[dict[str, Any]]) -> list[Observation]:
     return sorted(out, key=lambda o: o.wall)
 
 
-@register
 class DatabaseFailover(AwsFault):
     """RDS reboot with forced failover: the standby in the other zone becomes the primary.
 
@@ -186,3 +185,6 @@ class DatabaseFailover(AwsFault):
         if cluster:
             return self._cluster().get("Status") != "available"
         return self._instance().get("DBInstanceStatus") != "available"
+
+
+FAULTS: tuple[type[Fault], ...] = (DatabaseFailover,)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from chaos.base import Fault, FaultError, FaultRefused
 from gameday import aws as aws_api
 from gameday.target import Aws, AwsZone, Target
-from lab.wait import poll_until
+from gameday.wait import poll_until
 
 # How often the faults ask AWS whether something settled. AWS rate-limits Describe calls;
 # every 2 s is well below the limits and fine next to failovers measured in minutes.

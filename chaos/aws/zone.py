@@ -7,7 +7,7 @@ from chaos.aws.elasticache import CacheFailover
 from chaos.aws.nat import DisableNat
 from chaos.aws.rds import DatabaseFailover
 from chaos.aws.session import AwsFault, split_ids
-from chaos.base import Fault, FaultError, register
+from chaos.base import Fault, FaultError
 from gameday.target import Target
 
 # Part name -> fault class, in the order they are injected (heal goes the other way).
@@ -19,7 +19,6 @@ PARTS: dict[str, type[AwsFault]] = {
 }
 
 
-@register
 class ZoneOutage(AwsFault):
     """A whole zone goes down (what AWS FIS calls an AZ power interruption, without FIS): its
     NAT's routes are removed, its backends stop (forced), and the RDS and ElastiCache
@@ -105,3 +104,6 @@ class ZoneOutage(AwsFault):
     @classmethod
     def from_undo(cls, target: Target, params: dict[str, str]) -> Fault:
         return cls(target, params)
+
+
+FAULTS: tuple[type[Fault], ...] = (ZoneOutage,)

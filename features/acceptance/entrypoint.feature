@@ -10,4 +10,7 @@ Feature: The entrypoint serves CloudMart from every server
   Scenario: Every backend server is in rotation
     When I send 20 health checks through the entrypoint
     Then every server of the target answered some of them
-    And the load balancer reports every server UP
+
+  Scenario: The load balancer reports every backend server UP
+    When I send 20 health checks through the entrypoint
+    Then the load balancer reports every server UP

@@ -39,14 +39,26 @@ def entrypoint_healthy(answer: HttpAnswer, expected_status: int = 200) -> Verdic
 
 
 def all_servers_in_rotation(
-    expected: Sequence[str], answered: Counter[str], lb_states: dict[str, str] | None
+    expected: Sequence[str],
+    answered: Counter[str],
+    lb_states: dict[str, str] | None,
+    *,
+    refused: Counter[str] | None = None,
 ) -> Verdict:
-    """Every expected server answered through the entrypoint, and the LB reports it UP."""
+    """Every expected server answered through the entrypoint (with 200), and the LB reports
+    it UP. `answered`: 200s by serving server; `refused`: the other answers by what they were
+    ("404", "timeout"), so a message never says "none of 0" when requests got errors."""
     name = "all_servers_in_rotation"
-    total = sum(answered.values())
+    refused = refused or Counter()
+    total = sum(answered.values()) + sum(refused.values())
     seen = ", ".join(f"{s}={n}" for s, n in sorted(answered.items())) or "nobody"
+    otherwise = (
+        "; " + ", ".join(f"{n} answered {k}" for k, n in sorted(refused.items())) if refused else ""
+    )
     problems = [
-        f"{s} answered none of {total} requests" for s in expected if answered.get(s, 0) == 0
+        f"{s}: 0 of {total} requests answered 200 from it{otherwise}"
+        for s in expected
+        if answered.get(s, 0) == 0
     ]
     if lb_states is not None:
         for s in expected:
@@ -56,14 +68,11 @@ def all_servers_in_rotation(
     unknown = sorted(set(answered) - set(expected))
     if unknown:
         problems.append(f"answers from servers the target does not list: {', '.join(unknown)}")
+    measured = {"answered": dict(answered), "refused": dict(refused)}
     if problems:
-        return failed(
-            name, "; ".join(problems) + f" (answers seen: {seen})", answered=dict(answered)
-        )
+        return failed(name, "; ".join(problems) + f" (200s seen: {seen})", **measured)
     lb = " and the load balancer reports all UP" if lb_states is not None else ""
-    return passed(
-        name, f"all of {', '.join(expected)} answered ({seen}){lb}", answered=dict(answered)
-    )
+    return passed(name, f"all of {', '.join(expected)} answered ({seen}){lb}", **measured)
 
 
 def order_read_back(result: OrderReadBack, replica_within_sec: float) -> Verdict:

@@ -4,10 +4,11 @@ Each write gets a key; its sample says what the writer knows about it (Jepsen's
 distinction): `ok` = acknowledged, `fail` = certainly not applied (the connection was never
 made, the request was refused), `info` = unknown (sent, then the answer was lost). At the end
 `read_back()` reads every key still present through a consistent read and records it, so
-`checks.history.lost_writes_in` can tell lost writes from unknown ones.
+`checks.resilience.lost_writes_in` can tell lost writes from unknown ones.
 
-- `OrdersProbe`: POSTs orders through the entrypoint with an idempotency key (the target's
-  `app.orders`); the key read back is the order id, through a consistent read.
+- `OrdersProbe`: writes through the entrypoint with the target's write API (`app.orders`:
+  POST with an idempotency key and a server-assigned id, or PUT to a client-chosen id...);
+  the key read back is the written id, through a consistent read.
 - `LedgerProbe`: commits rows straight to the database writer into a ledger table owned by
   the harness (run id, probe, sequence, time); reconnects through the target's URL after a
   failure, which finds the new primary (libpq multi-host, DNS).
@@ -25,10 +26,13 @@ from typing import Any
 
 import httpx
 
+from gameday.checks.schedule import ScheduleReport
 from gameday.clock import Clock
+from gameday.facts import read_path, tls_context, write_request, written_id
 from gameday.history import ReadBack, Sample
 from gameday.probes.http import error_kind
 from gameday.probes.schedule import FixedRate, Tick
+from gameday.secrets import pg_conninfo, redis_client
 from gameday.target import Target
 
 LEDGER_TABLE = "gameday_ledger"
@@ -50,12 +54,14 @@ class WriteProbe:
     ) -> None:
         self.name = name
         self.rate = rate
+        self.timeout_sec = timeout_sec
         self._clock = clock
         self._record = record
         self._timeout = timeout_sec
         self._scheduler = FixedRate(
-            self._tick, rate=rate, clock=clock, timeout_sec=timeout_sec, limit=limit, name=name
-        )
+            self._tick, rate=rate, clock=clock, timeout_sec=timeout_sec, limit=limit, name=name,
+            unit="write",
+        )  # fmt: skip
         self.acknowledged = 0
 
     def start(self) -> WriteProbe:
@@ -67,6 +73,15 @@ class WriteProbe:
 
     def join(self) -> None:
         self._scheduler.join()
+
+    def settled_until(self) -> float:
+        """See FixedRate.settled_until: the record is complete for writes sent before it."""
+        return self._scheduler.settled_until()
+
+    def schedule_report(self) -> ScheduleReport:
+        """How well the writes kept their rate so far (or until they stopped): a write's
+        send time is when its worker started it."""
+        return self._scheduler.report()
 
     def _tick(self, tick: Tick) -> None:
         started = time.monotonic()
@@ -117,41 +132,41 @@ class OrdersProbe(WriteProbe):
             base_url=target.entrypoint.url,
             timeout=self._timeout,
             limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),
+            verify=tls_context(),
         )
 
     def write(self, seq: int) -> tuple[str, str, str | None, int | None]:
-        idem = f"gameday-{self._run_id}-{self.name}-{seq}"
+        # Unique per run, scenario and write: the client-chosen id, or the idempotency key.
+        unique = f"gameday-{self._run_id}-{self.name}-{seq}"
+        req = write_request(self._orders, unique)
         try:
-            resp = self._client.post(
-                self._orders.create_path,
-                json=self._orders.body,
-                headers={self._orders.idempotency_header: idem},
-            )
+            resp = self._client.request(req.method, req.path, json=req.json, headers=req.headers)
         except httpx.HTTPError as exc:
             kind = error_kind(exc)
             # A refused connection never carried the request; anything else may have.
-            return idem, ("fail" if kind == "refused" else "info"), kind, None
-        if 200 <= resp.status_code < 300:
+            return unique, ("fail" if kind == "refused" else "info"), kind, None
+        if self._orders.acknowledged(resp.status_code):
             try:
-                order_id = str(resp.json()[self._orders.id_field])
-            except (ValueError, KeyError, TypeError):
-                return idem, "info", "other", resp.status_code
+                body = resp.json() if self._orders.id_from == "answer" else None
+            except ValueError:
+                body = None
+            order_id = written_id(self._orders, unique, resp.status_code, body)
+            if order_id is None:
+                return unique, "info", "other", resp.status_code
             with self._lock:
                 self._acked_ids.append(order_id)
             return order_id, "ok", None, resp.status_code
         # 4xx: refused by the application; 5xx: the write may or may not have happened.
         outcome = "fail" if 400 <= resp.status_code < 500 else "info"
-        return idem, outcome, "http", resp.status_code
+        return unique, outcome, "http", resp.status_code
 
     def found_keys(self) -> list[str]:
         with self._lock:
             ids = list(self._acked_ids)
         found = []
-        query = self._orders.consistent_read_query
         for order_id in ids:
-            path = self._orders.read_path.format(id=order_id)
             try:
-                resp = self._client.get(f"{path}?{query}" if query else path)
+                resp = self._client.get(read_path(self._orders, order_id, consistent=True))
             except httpx.HTTPError:
                 continue
             if resp.status_code == 200:
@@ -164,7 +179,9 @@ class LedgerProbe(WriteProbe):
     def __init__(self, target: Target, *, run_id: str, name: str = "ledger", **kw: Any) -> None:
         if target.database is None:
             raise ValueError(f"target {target.name!r} has no database role")
-        self._url = target.database.writer_url
+        # The password moves to a libpq password file: no string psycopg holds (and a
+        # traceback with locals would show) carries it.
+        self._conninfo = pg_conninfo(target.database.writer_url)
         self._run_id = run_id
         self._local = threading.local()
         super().__init__(name=name, timeout_sec=kw.pop("timeout_sec", 5.0), **kw)
@@ -174,7 +191,7 @@ class LedgerProbe(WriteProbe):
         import psycopg
 
         return psycopg.connect(
-            self._url, autocommit=True, connect_timeout=max(1, int(self._timeout))
+            self._conninfo, autocommit=True, connect_timeout=max(1, int(self._timeout))
         )
 
     def _ensure_table(self) -> None:
@@ -253,13 +270,12 @@ class CacheProbe(WriteProbe):
         self._client = self._make_client()
 
     def _make_client(self, *, retries: int = 0) -> Any:
-        import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
         # redis-py retries failed commands by default: that would turn an outage into slow
         # successes (and a write sent twice). The writes must see every failure.
-        return redis.Redis.from_url(
+        return redis_client(
             self._url,
             socket_timeout=self._timeout,
             socket_connect_timeout=self._timeout,

@@ -63,7 +63,8 @@ class Account:
 
 def build_account(url: str) -> Account:
     """The seed's production shape, as far as moto models it."""
-    httpx.post(f"{url}/moto-api/reset").raise_for_status()
+    # A busy machine makes moto slow to reset: wait for it rather than fail the setup.
+    httpx.post(f"{url}/moto-api/reset", timeout=60).raise_for_status()
     acc = Account(url=url)
     ec2 = acc.client("ec2")
     acc.vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]

@@ -24,8 +24,9 @@ from chaos.aws.elasticache import CacheFailover
 from chaos.aws.nat import DisableNat
 from chaos.aws.rds import DatabaseFailover, failover_events
 from chaos.aws.zone import ZoneOutage
-from chaos.base import FaultError, FaultRefused, fault_class
+from chaos.base import FaultError, FaultRefused
 from chaos.journal import Journal
+from chaos.registry import fault_class
 from chaos.runner import inject
 from gameday.clock import Clock
 from gameday.target import Target, load_target

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from chaos.aws.nat import DisableNat, default_route
-from chaos.base import FaultError, FaultRefused, fault_class
+from chaos.base import FaultError, FaultRefused
 from chaos.journal import Journal
+from chaos.registry import fault_class
 from chaos.runner import inject
 from gameday.clock import Clock
 from gameday.target import Target

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.base import registered
+from chaos.registry import registered
 from tests.aws.moto_account import ZONE_A, Account
 
 # Every fault module imported now, before pytester's inline runs: those drop the modules a run
@@ -54,15 +54,17 @@ Feature: AWS faults through the neutral steps
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> pytest.Pytester:
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     pytester.makeini((ROOT / "pytest.ini").read_text())
     pytester.makeconftest(
-        'pytest_plugins = ["gameday.pytest_plugin", "steps.faults", "steps.aws", "aws_steps"]\n'
+        'pytest_plugins = ["gameday.pytest_plugin", "chaos.pytest_plugin", "steps.faults", '
+        '"steps.aws", "aws_steps"]\n'
     )
     pytester.makepyfile(aws_steps=STEPS)
     pytester.mkdir("features")
     (pytester.path / "features" / "aws.feature").write_text(FEATURE)
-    # The run's reports go to ./reports, and pytester runs in its own temporary folder.
+    # The run's reports go to ./reports of pytester's own temporary folder.
+    monkeypatch.setenv("GAMEDAY_REPORTS_DIR", str(pytester.path / "reports"))
     return pytester
 
 

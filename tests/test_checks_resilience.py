@@ -1,4 +1,4 @@
-"""Unit tests of the checks over a history (gameday.checks.history) on hand-built samples.
+"""Unit tests of the checks over a history (gameday.checks.resilience) on hand-built samples.
 
 Every check has a case where it must pass and one where it must fail, and each asserts on
 the numbers the verdict measured and on the words its message shows the user.
@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from gameday.checks.history import (
+from gameday.checks.resilience import (
     availability,
     latency_percentiles,
     latency_within,
@@ -18,15 +18,16 @@ from gameday.checks.history import (
     lost_writes,
     lost_writes_in,
     natural_key,
-    nearest_rank,
     outages,
     phase_of,
     servers_by_phase,
+    silences,
     time_to_recover,
     traffic_moved_to,
 )
 from gameday.clock import Clock
 from gameday.history import History, ReadBack, Record, RunHeader, Sample
+from gameday.stats import nearest_rank
 
 # -- builders --------------------------------------------------------------------------------
 
@@ -553,3 +554,55 @@ def test_time_to_recover_does_not_call_a_quiet_probe_healthy() -> None:
     v = time_to_recover(quiet, fault_start=10.0, within_sec=60)
     assert v.ok is False
     assert "only 1 samples sent after the fault began at 10 s (need 5" in v.message
+
+
+# -- a probe that stalls, dies or still has requests in flight is never "no outage" ---------
+
+
+def test_silences_are_the_gaps_longer_than_a_few_intervals() -> None:
+    sent = [0.0, 0.05, 0.1, 0.15, 1.5, 1.55]
+    assert silences(sent, start=0.0, end=3.0, interval=0.05) == [(0.15, 1.5), (1.55, 3.0)]
+    assert silences(sent[:4], start=0.0, end=0.2, interval=0.05) == []
+
+
+def test_a_writer_that_stalls_after_the_fault_has_not_recovered() -> None:
+    # Five successes just after the fault began (sent before the master died), then the
+    # writer stalls: nothing more for 3 s. That is the outage, not "recovery 0 s".
+    samples = series("." * 8, start=0.0, step=0.05, probe="cache")
+    verdict = time_to_recover(
+        samples, fault_start=0.05, within_sec=60, in_effect_at=0.06, until=3.0, interval=0.05
+    )
+    assert verdict.ok is False
+    assert "not recovered by the end" in verdict.message
+    # Without the probe's interval the same history reads as no outage: the bug it fixes.
+    naive = time_to_recover(samples, fault_start=0.05, within_sec=60)
+    assert naive.ok is True and "no outage seen" in naive.message
+
+
+def test_no_outage_needs_successes_sent_once_the_fault_took_hold() -> None:
+    # Requests sent after the fault took hold are still in flight (not in the record yet):
+    # the successes sent before it prove nothing.
+    samples = series("." * 6, start=0.0, step=0.05, probe="cache")
+    verdict = time_to_recover(
+        samples, fault_start=0.0, within_sec=60, in_effect_at=0.2, until=0.25, interval=0.05
+    )
+    assert verdict.ok is False
+    assert "only 2 requests sent since the fault took hold at 0.2 s" in verdict.message
+
+
+def test_no_outage_passes_when_the_probe_kept_working_through_the_fault() -> None:
+    samples = series("." * 60, start=0.0, step=0.05, probe="cache")
+    verdict = time_to_recover(
+        samples, fault_start=0.5, within_sec=60, in_effect_at=0.6, until=2.9, interval=0.05
+    )
+    assert verdict.ok is True
+    assert verdict.measured["recovery_sec"] == 0.0
+
+
+def test_a_stalled_probe_counts_as_unavailable_during_the_fault() -> None:
+    samples = series("." * 10, start=1.0, step=0.05)  # 1.0 .. 1.45, then silence
+    verdict = availability(samples, window=(1.0, 3.0), min_ratio=0.99, interval=0.05)
+    assert verdict.ok is False
+    assert "silent" in verdict.message
+    assert verdict.measured["failed"] > 20
+    assert availability(samples, window=(1.0, 3.0), min_ratio=0.99).ok is True

@@ -14,14 +14,15 @@ relative to a fault window (start, end): "before" (< start), "during" ([start, e
 from __future__ import annotations
 
 import heapq
-import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal, TypeAlias, cast
 
 from gameday.history import History, Sample
+from gameday.stats import nearest_rank
 from gameday.verdict import Verdict, failed, passed
 
 Window: TypeAlias = tuple[float, float]
@@ -100,27 +101,30 @@ def _in_window(samples: Iterable[Sample], window: Window | None) -> list[Sample]
     return [s for s in samples if start <= s.sent <= end]
 
 
-def nearest_rank(sorted_values: Sequence[float], percentile: float) -> float:
-    """The nearest-rank percentile of ascending values: the smallest value with at least
-    `percentile`% of the values at or below it (no interpolation: always a measured value)."""
-    if not sorted_values:
-        raise ValueError("no values")
-    if not 0 < percentile <= 100:
-        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
-    rank = math.ceil(percentile / 100 * len(sorted_values))
-    return sorted_values[max(rank, 1) - 1]
-
-
 # -- availability ----------------------------------------------------------------------------
 
 
-def availability(samples: Iterable[Sample], *, window: Window | None, min_ratio: float) -> Verdict:
+def availability(
+    samples: Iterable[Sample],
+    *,
+    window: Window | None,
+    min_ratio: float,
+    interval: float | None = None,
+    until: float | None = None,
+) -> Verdict:
     """Share of successful samples sent in the window (the whole run if None), at least
-    `min_ratio`. No sample in the window is a failure: there is no evidence."""
+    `min_ratio`. No sample in the window is a failure: there is no evidence.
+
+    With the probe's send `interval`, the times it fell silent in the window (up to `until`,
+    where its record is complete) count as failed requests ("silent"): a probe that stalled
+    during the fault did not see the service answer."""
     name = "availability"
     pool = list(samples)
     probe = _probe_name(pool)
     inside = _in_window(pool, window)
+    if interval is not None and window is not None and inside:
+        end = window[1] if until is None else min(window[1], until)
+        inside = with_silences(inside, start=window[0], end=end, interval=interval)
     where = _where(window)
     if not inside:
         return failed(
@@ -221,23 +225,74 @@ def longest_outage(samples: Iterable[Sample], *, max_sec: float) -> Verdict:
 # -- recovery --------------------------------------------------------------------------------
 
 
+# A probe that sent nothing for this many of its intervals (and at least SILENCE_MIN_SEC) was
+# silent: it stalled or died, and that is an outage, never "no outage seen".
+SILENCE_INTERVALS = 4
+SILENCE_MIN_SEC = 0.5
+
+
+def silences(
+    sent: Sequence[float], *, start: float, end: float, interval: float
+) -> list[tuple[float, float]]:
+    """The spans of [start, end] in which a probe due every `interval` seconds sent nothing
+    for longer than max(SILENCE_INTERVALS intervals, SILENCE_MIN_SEC): (last send, next)."""
+    gap = max(SILENCE_INTERVALS * interval, SILENCE_MIN_SEC)
+    points = [start, *sorted(t for t in sent if start <= t <= end), end]
+    return [(a, b) for a, b in pairwise(points) if b - a > gap]
+
+
+def with_silences(
+    samples: Sequence[Sample], *, start: float, end: float, interval: float
+) -> list[Sample]:
+    """`samples` plus a failed sample ("silent") at each moment the probe was due but silent,
+    so a stalled or dead probe reads as the outage it is."""
+    name = samples[0].probe if samples else "probe"
+    filled = list(samples)
+    for a, b in silences([s.sent for s in samples], start=start, end=end, interval=interval):
+        t = a + interval
+        while t < b:
+            filled.append(Sample(name, -1, t, None, False, error="silent"))
+            t += interval
+    return _in_send_order(filled)
+
+
 def time_to_recover(
-    samples: Iterable[Sample], *, fault_start: float, within_sec: float, consecutive: int = 5
+    samples: Iterable[Sample],
+    *,
+    fault_start: float,
+    within_sec: float,
+    consecutive: int = 5,
+    in_effect_at: float | None = None,
+    until: float | None = None,
+    interval: float | None = None,
 ) -> Verdict:
     """Time from `fault_start` until the probe works again, at most `within_sec`.
 
     Jepsen-style: the recovery moment is the send time of the first sample of the first run
     of `consecutive` successes that follows the first failure sent at or after `fault_start`.
-    No failure after `fault_start` means no outage was seen: 0 s. Failures after the
-    recovery (a relapse, e.g. while the fault is healed) are reported, not judged here:
-    `longest_outage` and `availability` judge those.
+    No failure after `fault_start` means no outage was seen: 0 s, but only with `consecutive`
+    successes sent once the fault was fully in effect (`in_effect_at`, its inject-end):
+    successes from before the fault took hold prove nothing. Failures after the recovery (a
+    relapse, e.g. while the fault is healed) are reported, not judged here: `longest_outage`
+    and `availability` judge those.
+
+    Judging a live probe: `until` is the send time up to which its record is complete (every
+    request sent earlier has its sample: a request in flight may yet fail), and `interval` its
+    send interval: a silence (no send for several intervals up to `until`) counts as failures.
     """
     if consecutive < 1:
         raise ValueError(f"consecutive must be at least 1, got {consecutive}")
     name = "time_to_recover"
     pool = list(samples)
     probe = _probe_name(pool)
-    ordered = [s for s in _in_send_order(pool) if s.sent >= fault_start]
+    ordered = [
+        s
+        for s in _in_send_order(pool)
+        if s.sent >= fault_start and (until is None or s.sent <= until)
+    ]
+    if interval is not None:
+        end = until if until is not None else (ordered[-1].sent if ordered else fault_start)
+        ordered = with_silences(ordered, start=fault_start, end=end, interval=interval)
     began = f"the fault began at {_sec(fault_start)} s"
     if not ordered:
         return failed(
@@ -253,6 +308,15 @@ def time_to_recover(
             recovery_sec=None,
         )
     if first_failure is None:
+        held = in_effect_at if in_effect_at is not None else fault_start
+        after = sum(1 for s in ordered if s.sent >= held)
+        if after < consecutive:
+            return failed(
+                name,
+                f"{probe}: no failure yet, but only {after} requests sent since the fault took "
+                f"hold at {_sec(held)} s (need {consecutive} to call it no outage): no evidence",
+                recovery_sec=None,
+            )
         return passed(
             name,
             f"{probe}: recovery 0 s: no failed request among {len(ordered)} sent after {began}"
@@ -432,9 +496,9 @@ def lost_writes_in(history: History, probe: str, *, max_lost: int = 0) -> Verdic
             acknowledged=None,
             lost=None,
         )
+    # Read from the history's columns: a million writes are not made into a million objects.
     samples = history.samples(probe)
-    acknowledged = (s.key for s in samples if s.outcome == "ok" and s.key is not None)
-    unknown = (s.key for s in samples if s.outcome == "info" and s.key is not None)
+    acknowledged, unknown = samples.keys("ok"), samples.keys("info")
     return lost_writes(acknowledged, unknown, final.keys, probe=probe, max_lost=max_lost)
 
 
@@ -502,11 +566,18 @@ def servers_by_phase(samples: Iterable[Sample], *, window: Window) -> dict[str, 
 
 
 def traffic_moved_to(
-    samples: Iterable[Sample], *, window: Window, survivor: str, within_sec: float
+    samples: Iterable[Sample],
+    *,
+    window: Window,
+    survivor: str | Collection[str],
+    within_sec: float,
 ) -> Verdict:
     """From `within_sec` after the fault began until it ended, every successful answer came
-    from `survivor`. An answer that names no server is not counted as the survivor's."""
+    from `survivor` (or one of several survivors). An answer that names no server is not
+    counted as a survivor's."""
     name = "traffic_moved_to"
+    survivors = {survivor} if isinstance(survivor, str) else set(survivor)
+    who_survived = " or ".join(sorted(survivors)) or "(none)"
     start, end = window
     cutoff = start + within_sec
     pool = _in_send_order(samples)
@@ -526,8 +597,8 @@ def traffic_moved_to(
             name, f"{probe}: no successful answer {span}: cannot tell where traffic went",
             strays=None,
         )  # fmt: skip
-    elsewhere = [s for s in ok if start <= s.sent <= end and s.server != survivor]
-    strays = [s for s in judged if s.server != survivor]
+    elsewhere = [s for s in ok if start <= s.sent <= end and s.server not in survivors]
+    strays = [s for s in judged if s.server not in survivors]
     last = elsewhere[-1] if elsewhere else None
     measured = {
         "answers": len(judged),
@@ -540,7 +611,7 @@ def traffic_moved_to(
         return failed(
             name,
             f"{probe}: {len(strays)} of {len(judged)} answers {span} came from other servers "
-            f"than {survivor} ({_counts(who)}); the last from {stray.server or UNKNOWN_SERVER} "
+            f"than {who_survived} ({_counts(who)}); the last from {stray.server or UNKNOWN_SERVER} "
             f"at {_sec(stray.sent)} s, {_sec(stray.sent - start)} s after the fault began "
             f"(allowed {_sec(within_sec)} s)",
             **measured,
@@ -553,5 +624,7 @@ def traffic_moved_to(
             f"{_sec(last.sent)} s, {_sec(last.sent - start)} s after the fault began"
         )
     return passed(
-        name, f"{probe}: all {len(judged)} answers {span} came from {survivor}; {moved}", **measured
+        name,
+        f"{probe}: all {len(judged)} answers {span} came from {who_survived}; {moved}",
+        **measured,
     )
