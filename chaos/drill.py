@@ -15,12 +15,13 @@ fails. The three times go to the ledger (kind "drill") and to the run's report.
 
 Everything goes through the normal machinery: the lease (one game day per target), the
 undo journal (written before the fault acts), the heal-always fault session (Ctrl-C and
-SIGTERM heal), the watchdog (the deadline, and the kill switch: `gameday pause` heals the
-drill within a second).
+SIGTERM heal), the injection gates and abort conditions of every scenario fault (chaos.gates:
+a paused target refuses the drill; `gameday pause` heals it within a second), and the deadline.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
@@ -30,9 +31,11 @@ from datetime import datetime
 from typing import Any
 
 from chaos.base import Fault, FaultError, FaultRefused
+from chaos.gates import register
 from chaos.journal import Journal
 from chaos.registry import fault_for
 from chaos.runner import FaultSession, TimeLimit, heal_pending, install_signal_handlers
+from chaos.scenario import ABORT_CONDITIONS, INJECTION_GATES
 from gameday import checks, deployment, facts
 from gameday.checks.resilience import time_to_recover
 from gameday.gamedays import (
@@ -46,15 +49,14 @@ from gameday.gamedays import (
 )
 from gameday.history import FaultEvent, Sample
 from gameday.ledger import (
+    LEASE_TOKEN_ENV,
+    LEDGER_URL_ENV,
     LeaseHeld,
     LeaseKeeper,
     Ledger,
     LedgerError,
-    PauseSwitch,
     RunRecord,
-    TargetPaused,
     iso,
-    refuse_if_paused,
 )
 from gameday.notify import Notice, notify
 from gameday.plan import Drill
@@ -194,11 +196,18 @@ class DrillRun:
                 _err(f"refused: {exc}")
                 return EXIT_REFUSED
             keeper = LeaseKeeper(lease, self.target, url=url, on_stop=self._lost_lease).start()
+            # The gates and conditions read the process's ledger and know its own lease by
+            # this token, as in a pytest session (gameday run hands the plan's ledger on the
+            # same way).
+            if url:
+                os.environ[LEDGER_URL_ENV] = url
+            os.environ[LEASE_TOKEN_ENV] = lease.token
+            register()
             try:
                 if previous is not None:
                     self.log(f"took over the lease of a game day that died holding it "
                              f"({previous.describe(lease.since)})")  # fmt: skip
-                refuse_if_paused(self.target, ledger=ledger)
+                self._gates()
                 restore = install_signal_handlers(log=self.log)
                 try:
                     healed = heal_pending(self.target, log=self.log)
@@ -207,9 +216,6 @@ class DrillRun:
                 if healed:
                     self.log(f"healed {len(healed)} fault(s) an earlier run left behind")
                 return self._drill(ledger, lease)
-            except TargetPaused as exc:
-                _err(f"refused: {exc}")
-                return EXIT_REFUSED
             except FaultRefused as exc:
                 _err(f"refused: {self.fault.label}: {exc}")
                 return EXIT_REFUSED
@@ -223,8 +229,13 @@ class DrillRun:
                 except Exception as exc:  # it expires by itself
                     _err(f"ledger: could not give the lease back ({exc}); it expires by itself")
 
+    def _gates(self) -> None:
+        for gate in INJECTION_GATES:
+            gate(self.target)
+
     def _lost_lease(self, reason: str) -> None:
-        # Pauses reach the drill through its watchdog; the keeper only adds a lost lease.
+        # Pauses reach the drill through its fault's abort conditions (and its gates before
+        # the fault); the keeper only adds a lost lease.
         if "paused" not in reason:
             self.stop_reason = reason
 
@@ -247,6 +258,7 @@ class DrillRun:
         try:
             time.sleep(BASELINE_SEC)
             with FaultSession(log=self.log) as session:
+                self._gates()  # a pause during the baseline refuses the fault
                 active = session.inject(
                     fault, journal=Journal(target), run_id=run.run_id, history=run.writer,
                     clock=run.clock, dry_run=False,
@@ -257,8 +269,8 @@ class DrillRun:
                 ]  # fmt: skip
                 fault_at = min(begun, default=run.clock.now())
                 deadline = TimeLimit(drill.deadline_sec, run.clock, since=fault_at)
-                switch = PauseSwitch(target, url=self.ready.ledger_url)
-                watchdog = session.watch(active, [deadline, switch], interval_sec=POLL_SEC)
+                conditions = [deadline, *(make(target) for make in ABORT_CONDITIONS)]
+                watchdog = session.watch(active, conditions, interval_sec=POLL_SEC)
                 fault_wall = run.clock.wall_anchor + fault_at
                 heal_at = iso(fault_wall + drill.deadline_sec)
                 ack = f"`gameday ack --target {self.loaded.plan.target}`"
@@ -275,7 +287,6 @@ class DrillRun:
                     log=self.log,
                 )  # fmt: skip
                 self._watch(ledger, run, probe, fault_at, fault_wall, times, watchdog, active)
-                switch.close()
                 if watchdog.fired:
                     if "time limit" in watchdog.fired:
                         message = (f"not restored within the deadline of {drill.deadline_sec:g} "
@@ -286,6 +297,8 @@ class DrillRun:
                     outcome, message = "aborted", self.stop_reason
                 elif times.restore is not None:
                     outcome, message = "passed", "restored by people before the deadline"
+        except FaultRefused as exc:  # paused (or taken) after the drill began: nothing injected
+            outcome, message = "aborted", f"refused: {exc}"
         except KeyboardInterrupt as exc:  # the session healed on the way out
             outcome, message = "aborted", f"interrupted ({type(exc).__name__} {exc})".strip()
         finally:

@@ -9,8 +9,9 @@ name), so that two target files naming the same deployment share one lease and o
   holder died is taken over: at once when the holder ran on this machine and its process is
   gone, otherwise once it has not been renewed for its time to live (`lease_ttl_sec`, 60 s).
 - the **pause** (the kill switch): while a target is paused, no fault is injected by anyone.
-  `refuse_if_paused` is called right before a fault acts; `PauseSwitch` is an abort condition
-  that a fault's watchdog polls, so a running game day heals within a second of the pause.
+  chaos.gates puts it into the engine: an injection gate asks `paused` right before a fault
+  acts, and `PauseSwitch` is the abort condition every fault's watchdog polls, so a running
+  game day heals within a second of the pause.
 - the **records**: one row per scenario of every run, with the measured numbers of its
   verdicts (time to recover, lost writes, availability, latency...), for trends.
 - the **events**: who paused, resumed, acknowledged a drill, took over a dead run's lease.

@@ -339,7 +339,9 @@ def run_records(
             metrics.update(scenario_latencies(history, result.nodeid))
         metrics.update(verdict_metrics(verdicts))
         outcome, message = result.outcome, result.message
-        if result.nodeid not in reported and outcome == "passed":
+        # The run marks a scenario it never heard the end of "error" (main's Run.finish);
+        # unreported by pytest, it was cut short: "aborted", with why.
+        if result.nodeid not in reported and outcome in ("passed", "error"):
             outcome = "aborted"
             message = f"stopped before it ended: {stopped}" if stopped else "interrupted"
         span = spans.get(result.nodeid, [])

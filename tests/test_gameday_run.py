@@ -190,6 +190,60 @@ def test_a_session_started_by_the_holder_is_part_of_its_game_day(project: Projec
 
 # -- the kill switch ----------------------------------------------------------------------------
 
+TWICE_FEATURE = """\
+@resilience @destructive
+Feature: twice
+  Scenario: A marker fault held when the target is paused
+    When the fault "marker" is injected
+    And the fault lasts 8 seconds
+
+  Scenario: A marker fault after the pause
+    When the fault "marker" is injected
+    And the fault lasts 1 seconds
+"""
+
+
+def test_a_pause_heals_a_session_without_a_keeper_and_its_next_fault_is_refused(
+    project: Project,
+) -> None:
+    """The engine's own gate and abort condition (chaos.gates), without the lease keeper that
+    stops a holder's session: a session run under the holder's lease (as `make test` runs
+    pytest on the lab) heals its fault when the target is paused, and its next fault is
+    refused by the injection gate, naming the pause: nothing is injected again."""
+    from gameday.ledger import LEASE_TOKEN_ENV
+
+    project.write("features/twice.feature", TWICE_FEATURE)
+    cmd = project.pytest_cmd("features/twice.feature", "--target", "targets/fake.yaml")
+    target = fake(project)
+    with Ledger.open(project.ledger_url) as ledger:
+        lease, _ = ledger.acquire(target, plan="make-test")  # type: ignore[arg-type]
+        child = project.popen(cmd, **{LEASE_TOKEN_ENV: lease.token})
+        try:
+            wait_for("the fault in effect", lambda: project.marker.exists())
+            paused_at = time.monotonic()
+            ledger.pause(target, reason="incident 9", by="carol")  # type: ignore[arg-type]
+            wait_for("the fault healed", lambda: not project.marker.exists(), timeout=30)
+            print(f"healed {time.monotonic() - paused_at:.2f} s after the pause")
+            out, _ = child.communicate(timeout=120)
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+        ledger.resume(target, by="carol")  # type: ignore[arg-type]
+        ledger.release(lease)
+    assert child.returncode == 1, out[-3000:]
+    assert "part of the game day of run" in out  # no keeper of its own
+    assert "marker: target fake is paused by carol" in out and "incident 9" in out
+    assert not project.marker.exists() and pending(project) == []
+    first, second = records(project)
+    assert second.outcome == "failed" and "paused by carol" in second.message  # type: ignore[attr-defined]
+    history = read_history(Path(first.report).parent / "history.jsonl")  # type: ignore[attr-defined]
+    events = [(e.phase, e.detail.get("reason", "")) for e in history.fault_events]
+    # one fault injected in the whole session; its watchdog healed it, naming the pause
+    assert [p for p, _ in events].count("inject-start") == 1, events
+    (abort,) = [reason for phase, reason in events if phase == "abort"]
+    assert "paused by carol" in abort and "incident 9" in abort
+    assert events[-1][0] == "heal-end"
+
 
 def test_a_paused_target_refuses_runs_naming_the_reason_and_who(project: Project) -> None:
     out = project.gameday("pause", "--target", "targets/fake.yaml", "--reason",
@@ -270,7 +324,11 @@ def test_a_slower_recovery_fails_as_a_regression_and_an_unchanged_one_passes(
     assert "game day outage on fake: REGRESSED" in slow.stdout
     rows = records(project)
     assert [r.regression is not None for r in rows] == [False] * 4 + [True]  # type: ignore[attr-defined]
-    assert all(1.0 <= r.metrics["time_to_recover"] < 2.5 for r in rows[:4])  # type: ignore[attr-defined]
+    # The outage lasts 1 s, then 5 s: each unchanged run recovered after at least 1 s and
+    # sooner than the slow one (no tighter bound: the machine is shared).
+    recoveries = [r.metrics["time_to_recover"] for r in rows]  # type: ignore[attr-defined]
+    assert all(1.0 <= x < recoveries[4] for x in recoveries[:4]), recoveries
+    assert recoveries[4] >= 5.0, recoveries
     history = project.gameday("history", "--target", "targets/fake.yaml", "--last", "2", "--html")
     assert history.returncode == 0, history.stderr
     lines = history.stdout.splitlines()
