@@ -17,6 +17,7 @@ from pathlib import Path
 from lab.layout import (
     CONTROL_GROUP,
     DB_NAME,
+    MONITORING_GROUP,
     PG_BIN,
     PROJECT_ROOT,
     REDIS_MASTER_NAME,
@@ -24,6 +25,7 @@ from lab.layout import (
     LabLayout,
     LabServer,
 )
+from lab.monitoring import monitoring_programs
 
 # Health checks every 500 ms and two failures to mark a server down: the load balancer
 # notices a dead server in about a second, fast enough for a game day to measure.
@@ -90,6 +92,8 @@ backend servers
 
 frontend stats
     bind 127.0.0.1:{layout.stats_port}
+    # HAProxy's own Prometheus endpoint (built in: USE_PROMEX), scraped by the lab's Prometheus.
+    http-request use-service prometheus-exporter if {{ path /metrics }}
     stats enable
     stats uri /stats
     stats refresh 5s
@@ -251,7 +255,9 @@ class Program:
     directory: Path | None = None
     autorestart: bool = True
     port: int | None = None  # what it listens on, for a container's healthcheck
-    kind: str = ""  # haproxy, postgres, redis, sentinel or backend
+    # haproxy, postgres, redis, sentinel, backend; monitoring: prometheus, alertmanager,
+    # node-exporter, hostview, pg-exporter, redis-exporter
+    kind: str = ""
 
 
 def _program(layout: LabLayout, p: Program) -> str:
@@ -337,12 +343,30 @@ def programs(layout: LabLayout) -> list[Program]:
             s.name, s.backend_program, shlex.join(app), priority=600, directory=PROJECT_ROOT,
             port=layout.backend_port(s), kind="backend",
         ))  # fmt: skip
+    if layout.monitoring:
+        for m in monitoring_programs(layout, python):
+            out.append(Program(
+                m.group, m.name, m.command, env=dict(m.env), priority=m.priority,
+                port=m.port, kind=m.kind,
+                # hostview imports the lab: it runs from the project root like the backend.
+                directory=PROJECT_ROOT if m.kind == "hostview" else None,
+            ))  # fmt: skip
     return out
+
+
+def group_of(layout: LabLayout, name: str) -> str:
+    """The host (supervisor group) a program belongs to."""
+    for p in programs(layout):
+        if p.name == name:
+            return p.group
+    return CONTROL_GROUP
 
 
 def supervisord_conf(layout: LabLayout) -> str:
     progs = programs(layout)
     groups: dict[str, list[str]] = {CONTROL_GROUP: [], **{s.name: [] for s in SERVERS}}
+    if layout.monitoring:
+        groups[MONITORING_GROUP] = []
     for p in progs:
         groups[p.group].append(p.name)
     rendered = [_program(layout, p) for p in progs]

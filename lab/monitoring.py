@@ -1,0 +1,361 @@
+"""The lab's monitoring, as the seed's monitoring host runs it: Prometheus, Alertmanager, and
+on each server a node-exporter, a PostgreSQL exporter and a Redis exporter; HAProxy's own
+Prometheus endpoint on the control host.
+
+Two profiles of the same six alert rules:
+- `seed`: the seed's `alerts.yml` verbatim (15 s scrape, 30 s rule evaluation, `for: 1m`,
+  `for: 5m` and a 5-minute CPU rate for the resource rules), and its Alertmanager timings
+  (group_wait 10 s). Proven once, by a slow test, next to the lab's own stack.
+- `lab`: the same rules, expressions and labels, with short timings (1 s scrape and
+  evaluation, `for: 5s`, a 10 s CPU rate) so that scenarios do not wait minutes.
+  `lab_rules()` derives it from the verbatim text, so the two can only differ in timings.
+
+Alertmanager routes everything to a webhook receiver the harness runs during a scenario
+(`LabLayout.receiver_address`); nothing listens there in between, and Alertmanager retries.
+
+The servers' CPU and memory are read from lab/hostview.py (the servers share this machine,
+whose totals say nothing about one server); their disk is their own tmpfs, read by the real
+node-exporter through a mount table listing only that disk.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass
+
+from lab.layout import (
+    MONITORING_GROUP,
+    SERVERS,
+    LabLayout,
+    LabServer,
+)
+
+PROMETHEUS = "/usr/bin/prometheus"
+ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
+NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
+POSTGRES_EXPORTER = "/usr/bin/prometheus-postgres-exporter"
+REDIS_EXPORTER = "/usr/bin/prometheus-redis-exporter"
+BINARIES = {
+    "prometheus": PROMETHEUS,
+    "prometheus-alertmanager": ALERTMANAGER,
+    "prometheus-node-exporter": NODE_EXPORTER,
+    "prometheus-postgres-exporter": POSTGRES_EXPORTER,
+    "prometheus-redis-exporter": REDIS_EXPORTER,
+}
+RECEIVER_NAME = "gameday"
+RECEIVER_PATH = "/alertmanager"
+
+# The seed's alerts.yml, word for word (docs/monitoring.md shows where it comes from).
+SEED_RULES = """groups:
+  - name: instance_alerts
+    interval: 30s
+    rules:
+      # 서버 다운 알림
+      - alert: InstanceDown
+        expr: up == 0
+        for: 1m
+        labels:
+          severity: critical
+        annotations:
+          summary: "Instance {{ $labels.instance }} down"
+          description: "{{ $labels.instance }} has been down for more than 1 minute."
+
+      # CPU 사용률 높음
+      - alert: HighCPUUsage
+        expr: 100 - (avg by(instance) (rate(node_cpu_seconds_total{mode="idle"}[5m])) * 100) > 80
+        for: 5m
+        labels:
+          severity: warning
+        annotations:
+          summary: "High CPU usage on {{ $labels.instance }}"
+          description: "CPU usage is above 80% for 5 minutes."
+
+      # 메모리 사용률 높음
+      - alert: HighMemoryUsage
+        expr: (node_memory_MemTotal_bytes - node_memory_MemAvailable_bytes) / node_memory_MemTotal_bytes * 100 > 80
+        for: 5m
+        labels:
+          severity: warning
+        annotations:
+          summary: "High memory usage on {{ $labels.instance }}"
+          description: "Memory usage is above 80% for 5 minutes."
+
+      # 디스크 사용률 높음
+      - alert: HighDiskUsage
+        expr: (node_filesystem_size_bytes - node_filesystem_free_bytes) / node_filesystem_size_bytes * 100 > 80
+        for: 5m
+        labels:
+          severity: warning
+        annotations:
+          summary: "High disk usage on {{ $labels.instance }}"
+          description: "Disk usage is above 80% for 5 minutes."
+
+      # PostgreSQL 다운
+      - alert: PostgreSQLDown
+        expr: pg_up == 0
+        for: 1m
+        labels:
+          severity: critical
+        annotations:
+          summary: "PostgreSQL down on {{ $labels.instance }}"
+          description: "PostgreSQL has been down for more than 1 minute."
+
+      # Redis 다운
+      - alert: RedisDown
+        expr: redis_up == 0
+        for: 1m
+        labels:
+          severity: critical
+        annotations:
+          summary: "Redis down on {{ $labels.instance }}"
+          description: "Redis has been down for more than 1 minute."
+"""
+SEED_ALERTS = (
+    "InstanceDown",
+    "HighCPUUsage",
+    "HighMemoryUsage",
+    "HighDiskUsage",
+    "PostgreSQLDown",
+    "RedisDown",
+)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The timings of one monitoring profile (seconds)."""
+
+    name: str
+    scrape_sec: float
+    evaluation_sec: float
+    group_wait_sec: float
+    group_interval_sec: float
+
+
+SEED = Profile("seed", scrape_sec=15, evaluation_sec=15, group_wait_sec=10, group_interval_sec=10)
+# 1 s scrapes and evaluations: an alert's state is at most ~2 s behind the metric it reads.
+LAB = Profile("lab", scrape_sec=1, evaluation_sec=1, group_wait_sec=1, group_interval_sec=1)
+# The lab profile's short timings, in place of the seed's (see lab_rules).
+LAB_FOR = "5s"
+LAB_RATE_WINDOW = "10s"
+LAB_RULE_INTERVAL = "1s"
+
+
+def lab_rules() -> str:
+    """The seed's rules with the lab's timings: every `for:` 5 s, the CPU rate over 10 s, the
+    group evaluated every second. Expressions, labels and annotations stay word for word."""
+    text = re.sub(r"for: (1m|5m)\n", f"for: {LAB_FOR}\n", SEED_RULES)
+    text = text.replace("[5m]", f"[{LAB_RATE_WINDOW}]")
+    return text.replace("interval: 30s\n", f"interval: {LAB_RULE_INTERVAL}\n")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def _jobs(jobs: dict[str, list[tuple[list[str], dict[str, str]]]]) -> str:
+    out = ""
+    for name, configs in jobs.items():
+        out += f"  - job_name: '{name}'\n    static_configs:\n"
+        for targets, labels in configs:
+            listed = ", ".join(f"'{t}'" for t in targets)
+            out += f"      - targets: [{listed}]\n"
+            if labels:
+                out += "        labels:\n"
+                out += "".join(f"          {k}: '{v}'\n" for k, v in labels.items())
+    return out
+
+
+def prometheus_yml(layout: LabLayout, profile: Profile, *, ports: tuple[int, int]) -> str:
+    """prometheus.yml in the seed's shape: one `-node` job per server (node-exporter and the
+    server's CPU/memory view), the PostgreSQL and Redis exporters, HAProxy's endpoint."""
+    prometheus_port, alertmanager_port = ports
+    rules = layout.monitoring_dir / f"alerts-{profile.name}.yml"
+    jobs: dict[str, list[tuple[list[str], dict[str, str]]]] = {
+        "prometheus": [([f"127.0.0.1:{prometheus_port}"], {})]
+    }
+    for s in SERVERS:
+        labels = {"server": s.name, "az": f"az-{s.zone}"}
+        node = [f"127.0.0.1:{layout.node_exporter_port(s)}", f"127.0.0.1:{layout.hostview_port(s)}"]
+        jobs[f"{s.name}-node"] = [(node, labels)]
+    for s in SERVERS:
+        labels = {"server": s.name, "az": f"az-{s.zone}"}
+        jobs.setdefault("postgres", []).append(([f"127.0.0.1:{layout.pg_exporter_port(s)}"], labels))
+        jobs.setdefault("redis", []).append(([f"127.0.0.1:{layout.redis_exporter_port(s)}"], labels))
+    jobs["haproxy"] = [([f"127.0.0.1:{layout.stats_port}"], {"server": "control"})]
+    return f"""# Rendered by gameday's lab ({profile.name} profile); `gameday lab up` overwrites edits.
+global:
+  scrape_interval: {_duration(profile.scrape_sec)}
+  evaluation_interval: {_duration(profile.evaluation_sec)}
+  scrape_timeout: {_duration(min(profile.scrape_sec, 10))}
+
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ['127.0.0.1:{alertmanager_port}']
+
+rule_files:
+  - '{rules}'
+
+scrape_configs:
+{_jobs(jobs)}"""
+
+
+def alertmanager_yml(profile: Profile, receiver: str) -> str:
+    """The seed's route (group_by alertname, cluster, service; 12 h repeat), sending to the
+    harness's webhook at `receiver` (host:port), resolved alerts included."""
+    return f"""# Rendered by gameday's lab ({profile.name} profile); `gameday lab up` overwrites edits.
+global:
+  resolve_timeout: 5m
+
+route:
+  group_by: ['alertname', 'cluster', 'service']
+  group_wait: {_duration(profile.group_wait_sec)}
+  group_interval: {_duration(profile.group_interval_sec)}
+  repeat_interval: 12h
+  receiver: '{RECEIVER_NAME}'
+
+receivers:
+  # The harness runs this webhook during a scenario (docs/monitoring.md has Slack and
+  # e-mail receivers for a real deployment).
+  - name: '{RECEIVER_NAME}'
+    webhook_configs:
+      - url: 'http://{receiver}{RECEIVER_PATH}'
+        send_resolved: true
+"""
+
+
+def disk_mounts(layout: LabLayout, server: LabServer) -> str:
+    """The mount table server's node-exporter reads (`--path.procfs`, `1/mounts`): its own
+    disk only, so that it reports that filesystem and not this machine's others. Size and
+    free space are the real statfs of the tmpfs."""
+    return f"{layout.disk_device(server)} {layout.server_disk(server)} tmpfs rw 0 0\n"
+
+
+def node_procfs(layout: LabLayout, server: LabServer) -> str:
+    return str(layout.server_dir(server) / "proc")
+
+
+def write_configs(layout: LabLayout) -> None:
+    """Prometheus's and Alertmanager's configs and rules (both profiles' rules: the seed's
+    are what the slow test loads), and each server's mount table for node-exporter."""
+    folder = layout.monitoring_dir
+    for sub in ("prometheus", "alertmanager"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    (folder / "alerts-seed.yml").write_text(SEED_RULES)
+    (folder / "alerts-lab.yml").write_text(lab_rules())
+    ports = (layout.prometheus_port, layout.alertmanager_port)
+    (folder / "prometheus.yml").write_text(prometheus_yml(layout, LAB, ports=ports))
+    (folder / "alertmanager.yml").write_text(alertmanager_yml(LAB, layout.receiver_address))
+    for s in SERVERS:
+        proc = layout.server_dir(s) / "proc" / "1"
+        proc.mkdir(parents=True, exist_ok=True)
+        (proc / "mounts").write_text(disk_mounts(layout, s) if disk_mounted(layout, s) else "")
+        layout.server_faults_dir(s).mkdir(parents=True, exist_ok=True)
+        layout.server_disk(s).mkdir(parents=True, exist_ok=True)
+
+
+def prometheus_command(layout: LabLayout, config: str, data: str, port: int) -> str:
+    return shlex.join([
+        PROMETHEUS,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={data}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        # A few hours are plenty for a lab; keeps the folder small.
+        "--storage.tsdb.retention.time=6h",
+        "--web.enable-lifecycle",
+    ])  # fmt: skip
+
+
+def alertmanager_command(config: str, data: str, port: int) -> str:
+    return shlex.join([
+        ALERTMANAGER,
+        f"--config.file={config}",
+        f"--storage.path={data}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        # No cluster: its gossip port would listen on 0.0.0.0:9094 by default.
+        "--cluster.listen-address=",
+    ])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MonitoringProgram:
+    """A monitoring process: lab.configs turns these into its Program records."""
+
+    group: str
+    name: str
+    command: str
+    port: int
+    kind: str
+    env: tuple[tuple[str, str], ...] = ()
+    priority: int = 700
+
+
+def monitoring_programs(layout: LabLayout, python: str) -> list[MonitoringProgram]:
+    folder = layout.monitoring_dir
+    out = [
+        MonitoringProgram(
+            MONITORING_GROUP, "prometheus",
+            prometheus_command(layout, str(folder / "prometheus.yml"),
+                               str(folder / "prometheus"), layout.prometheus_port),
+            layout.prometheus_port, "prometheus",
+        ),
+        MonitoringProgram(
+            MONITORING_GROUP, "alertmanager",
+            alertmanager_command(str(folder / "alertmanager.yml"), str(folder / "alertmanager"),
+                                 layout.alertmanager_port),
+            layout.alertmanager_port, "alertmanager",
+        ),
+    ]  # fmt: skip
+    for s in SERVERS:
+        node = [
+            NODE_EXPORTER,
+            f"--web.listen-address=127.0.0.1:{layout.node_exporter_port(s)}",
+            # Only the server's disk: its CPU and memory come from its hostview (below).
+            "--collector.disable-defaults",
+            "--collector.filesystem",
+            f"--path.procfs={node_procfs(layout, s)}",
+        ]
+        hostview = [
+            python, "-m", "lab.hostview",
+            "--server", s.name,
+            "--port", str(layout.hostview_port(s)),
+            "--state-dir", str(layout.state_dir),
+            "--base-port", str(layout.base_port),
+        ]  # fmt: skip
+        pg_url = f"postgresql://postgres@127.0.0.1:{layout.pg_port(s)}/postgres?sslmode=disable"
+        pg = [POSTGRES_EXPORTER, f"--web.listen-address=127.0.0.1:{layout.pg_exporter_port(s)}"]
+        redis = [
+            REDIS_EXPORTER,
+            "-redis.addr", f"redis://127.0.0.1:{layout.redis_port(s)}",
+            "-web.listen-address", f"127.0.0.1:{layout.redis_exporter_port(s)}",
+        ]  # fmt: skip
+        out += [
+            MonitoringProgram(s.name, s.node_exporter_program, shlex.join(node),
+                              layout.node_exporter_port(s), "node-exporter"),
+            MonitoringProgram(s.name, s.hostview_program, shlex.join(hostview),
+                              layout.hostview_port(s), "hostview"),
+            MonitoringProgram(s.name, s.pg_exporter_program, shlex.join(pg),
+                              layout.pg_exporter_port(s), "pg-exporter",
+                              env=(("DATA_SOURCE_NAME", pg_url),)),
+            MonitoringProgram(s.name, s.redis_exporter_program, shlex.join(redis),
+                              layout.redis_exporter_port(s), "redis-exporter"),
+        ]  # fmt: skip
+    return out
+
+
+# -- each server's own disk -------------------------------------------------------------------
+
+
+def disk_mounted(layout: LabLayout, server: LabServer) -> bool:
+    """Is the server's disk its own filesystem (the tmpfs `mount_disks` makes)?"""
+    disk = layout.server_disk(server)
+    try:
+        return os.stat(disk).st_dev != os.stat(disk.parent).st_dev
+    except OSError:
+        return False
+
+
+def can_mount() -> bool:
+    return os.geteuid() == 0
