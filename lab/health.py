@@ -269,7 +269,8 @@ def monitoring_components(layout: LabLayout) -> list[Component]:
                           "monitoring", detail))  # fmt: skip
     alerts, err = _ask(alertmanager_alerts, layout)
     names = sorted({a["labels"].get("alertname", "?") for a in alerts or []})
-    detail = err or (f"{len(alerts or [])} active alerts" + (f": {', '.join(names)}" if names else ""))
+    listed = f": {', '.join(names)}" if names else ""
+    detail = err or f"{len(alerts or [])} active alerts{listed}"
     rows.append(Component("alertmanager", MONITORING_GROUP, layout.alertmanager_port,
                           alerts is not None, "alerting", detail))  # fmt: skip
     for s in SERVERS:

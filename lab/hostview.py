@@ -181,9 +181,7 @@ class HostView:
 
     def sample(self) -> None:
         table = process_table()
-        roots = self._program_pids() | fault_pids(
-            self.layout.server_faults_dir(self.server), table
-        )
+        roots = self._program_pids() | fault_pids(self.layout.server_faults_dir(self.server), table)
         pids = descendants(roots, table)
         self._pids = pids
         self.cpu.sample([table[p] for p in pids], time.monotonic())

@@ -24,6 +24,7 @@ import os
 import re
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 from lab.layout import (
     MONITORING_GROUP,
@@ -47,71 +48,9 @@ BINARIES = {
 RECEIVER_NAME = "gameday"
 RECEIVER_PATH = "/alertmanager"
 
-# The seed's alerts.yml, word for word (docs/monitoring.md shows where it comes from).
-SEED_RULES = """groups:
-  - name: instance_alerts
-    interval: 30s
-    rules:
-      # 서버 다운 알림
-      - alert: InstanceDown
-        expr: up == 0
-        for: 1m
-        labels:
-          severity: critical
-        annotations:
-          summary: "Instance {{ $labels.instance }} down"
-          description: "{{ $labels.instance }} has been down for more than 1 minute."
-
-      # CPU 사용률 높음
-      - alert: HighCPUUsage
-        expr: 100 - (avg by(instance) (rate(node_cpu_seconds_total{mode="idle"}[5m])) * 100) > 80
-        for: 5m
-        labels:
-          severity: warning
-        annotations:
-          summary: "High CPU usage on {{ $labels.instance }}"
-          description: "CPU usage is above 80% for 5 minutes."
-
-      # 메모리 사용률 높음
-      - alert: HighMemoryUsage
-        expr: (node_memory_MemTotal_bytes - node_memory_MemAvailable_bytes) / node_memory_MemTotal_bytes * 100 > 80
-        for: 5m
-        labels:
-          severity: warning
-        annotations:
-          summary: "High memory usage on {{ $labels.instance }}"
-          description: "Memory usage is above 80% for 5 minutes."
-
-      # 디스크 사용률 높음
-      - alert: HighDiskUsage
-        expr: (node_filesystem_size_bytes - node_filesystem_free_bytes) / node_filesystem_size_bytes * 100 > 80
-        for: 5m
-        labels:
-          severity: warning
-        annotations:
-          summary: "High disk usage on {{ $labels.instance }}"
-          description: "Disk usage is above 80% for 5 minutes."
-
-      # PostgreSQL 다운
-      - alert: PostgreSQLDown
-        expr: pg_up == 0
-        for: 1m
-        labels:
-          severity: critical
-        annotations:
-          summary: "PostgreSQL down on {{ $labels.instance }}"
-          description: "PostgreSQL has been down for more than 1 minute."
-
-      # Redis 다운
-      - alert: RedisDown
-        expr: redis_up == 0
-        for: 1m
-        labels:
-          severity: critical
-        annotations:
-          summary: "Redis down on {{ $labels.instance }}"
-          description: "Redis has been down for more than 1 minute."
-"""
+# The seed's alerts.yml, word for word (docs/monitoring.md says where it comes from).
+SEED_RULES_FILE = Path(__file__).resolve().parent / "seed-alerts.yml"
+SEED_RULES = SEED_RULES_FILE.read_text(encoding="utf-8")
 SEED_ALERTS = (
     "InstanceDown",
     "HighCPUUsage",
@@ -181,10 +120,11 @@ def prometheus_yml(layout: LabLayout, profile: Profile, *, ports: tuple[int, int
         jobs[f"{s.name}-node"] = [(node, labels)]
     for s in SERVERS:
         labels = {"server": s.name, "az": f"az-{s.zone}"}
-        jobs.setdefault("postgres", []).append(([f"127.0.0.1:{layout.pg_exporter_port(s)}"], labels))
-        jobs.setdefault("redis", []).append(([f"127.0.0.1:{layout.redis_exporter_port(s)}"], labels))
+        pg, redis = layout.pg_exporter_port(s), layout.redis_exporter_port(s)
+        jobs.setdefault("postgres", []).append(([f"127.0.0.1:{pg}"], labels))
+        jobs.setdefault("redis", []).append(([f"127.0.0.1:{redis}"], labels))
     jobs["haproxy"] = [([f"127.0.0.1:{layout.stats_port}"], {"server": "control"})]
-    return f"""# Rendered by gameday's lab ({profile.name} profile); `gameday lab up` overwrites edits.
+    return f"""# Rendered by gameday's lab ({profile.name} profile); `lab up` overwrites edits.
 global:
   scrape_interval: {_duration(profile.scrape_sec)}
   evaluation_interval: {_duration(profile.evaluation_sec)}
@@ -205,7 +145,7 @@ scrape_configs:
 def alertmanager_yml(profile: Profile, receiver: str) -> str:
     """The seed's route (group_by alertname, cluster, service; 12 h repeat), sending to the
     harness's webhook at `receiver` (host:port), resolved alerts included."""
-    return f"""# Rendered by gameday's lab ({profile.name} profile); `gameday lab up` overwrites edits.
+    return f"""# Rendered by gameday's lab ({profile.name} profile); `lab up` overwrites edits.
 global:
   resolve_timeout: 5m
 

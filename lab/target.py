@@ -36,15 +36,15 @@ def render_target(layout: LabLayout) -> str:
 
 
 def _monitoring(layout: LabLayout) -> str:
-    return f"""# Prometheus and Alertmanager of the lab (lab profile: 1 s scrape, `for: 5s`); the harness
-# runs the webhook receiver Alertmanager sends to, during a scenario.
+    return f"""# Prometheus and Alertmanager of the lab (lab profile: 1 s scrape, `for: 5s`); the
+# harness runs the webhook receiver Alertmanager sends to, during a scenario.
 monitoring:
   prometheus_url: {layout.prometheus_url}
   alertmanager_url: {layout.alertmanager_url}
   receiver:
     listen: {layout.receiver_address}
-# What the resource faults may take: a lab server owns {SERVER_CPUS} CPU, {SERVER_MEMORY_MB} MiB of memory and a
-# {SERVER_DISK_MB} MiB disk of its own.
+# What the resource faults may take: a lab server owns {SERVER_CPUS} CPU, {SERVER_MEMORY_MB} MiB
+# of memory and a {SERVER_DISK_MB} MiB disk of its own.
 stress:
   max_cpu_workers: {SERVER_CPUS}
   max_memory_mb: {SERVER_MEMORY_MB}
