@@ -9,4 +9,5 @@ pytest_plugins = [
     "steps.faults",
     "steps.load",
     "steps.aws",
+    "steps.monitoring",
 ]

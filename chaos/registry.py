@@ -23,6 +23,7 @@ from gameday.target import FAULT_NAMES, Target
 PROVIDER_MODULES = (
     "chaos.command",
     "chaos.lab",
+    "chaos.lab_resources",
     "chaos.docker.servers",
     "chaos.docker.cache",
     "chaos.docker.postgres",

@@ -458,6 +458,7 @@ def _up(layout: LabLayout, say: Progress, runtime: str | None) -> None:
             [p for s in SERVERS for p in s.exporter_programs],
         )
         start_programs(layout, list(MONITORING_PROGRAMS))
+        monitoring.reload(layout)
         say("exporters ready; Prometheus and Alertmanager starting")
     programs = [p["name"] for p in processes(layout).values()]
     _wait_for(

@@ -70,11 +70,16 @@ class Profile:
     evaluation_sec: float
     group_wait_sec: float
     group_interval_sec: float
+    #: the PostgreSQL exporter's scrapes: it takes about a second to answer pg_up 0 when its
+    #: database is down, so a 1 s scrape timeout would report the exporter down instead
+    database_scrape_sec: float
 
 
-SEED = Profile("seed", scrape_sec=15, evaluation_sec=15, group_wait_sec=10, group_interval_sec=10)
+SEED = Profile("seed", scrape_sec=15, evaluation_sec=15, group_wait_sec=10,
+               group_interval_sec=10, database_scrape_sec=15)  # fmt: skip
 # 1 s scrapes and evaluations: an alert's state is at most ~2 s behind the metric it reads.
-LAB = Profile("lab", scrape_sec=1, evaluation_sec=1, group_wait_sec=1, group_interval_sec=1)
+LAB = Profile("lab", scrape_sec=1, evaluation_sec=1, group_wait_sec=1, group_interval_sec=1,
+              database_scrape_sec=3)  # fmt: skip
 # The lab profile's short timings, in place of the seed's (see lab_rules).
 LAB_FOR = "5s"
 LAB_RATE_WINDOW = "10s"
@@ -93,10 +98,14 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def _jobs(jobs: dict[str, list[tuple[list[str], dict[str, str]]]]) -> str:
+def _jobs(jobs: dict[str, list[tuple[list[str], dict[str, str]]]], every: dict[str, float]) -> str:
     out = ""
     for name, configs in jobs.items():
-        out += f"  - job_name: '{name}'\n    static_configs:\n"
+        out += f"  - job_name: '{name}'\n"
+        if name in every:
+            seconds = _duration(every[name])
+            out += f"    scrape_interval: {seconds}\n    scrape_timeout: {seconds}\n"
+        out += "    static_configs:\n"
         for targets, labels in configs:
             listed = ", ".join(f"'{t}'" for t in targets)
             out += f"      - targets: [{listed}]\n"
@@ -124,6 +133,9 @@ def prometheus_yml(layout: LabLayout, profile: Profile, *, ports: tuple[int, int
         jobs.setdefault("postgres", []).append(([f"127.0.0.1:{pg}"], labels))
         jobs.setdefault("redis", []).append(([f"127.0.0.1:{redis}"], labels))
     jobs["haproxy"] = [([f"127.0.0.1:{layout.stats_port}"], {"server": "control"})]
+    every = {}
+    if profile.database_scrape_sec != profile.scrape_sec:
+        every["postgres"] = profile.database_scrape_sec
     return f"""# Rendered by gameday's lab ({profile.name} profile); `lab up` overwrites edits.
 global:
   scrape_interval: {_duration(profile.scrape_sec)}
@@ -139,7 +151,7 @@ rule_files:
   - '{rules}'
 
 scrape_configs:
-{_jobs(jobs)}"""
+{_jobs(jobs, every)}"""
 
 
 def alertmanager_yml(profile: Profile, receiver: str) -> str:
@@ -283,6 +295,18 @@ def monitoring_programs(layout: LabLayout, python: str) -> list[MonitoringProgra
                               layout.redis_exporter_port(s), "redis-exporter"),
         ]  # fmt: skip
     return out
+
+
+def reload(layout: LabLayout) -> None:
+    """Make a running Prometheus and Alertmanager read their configs again (`lab up` on a
+    running lab rewrites them); one that is not running yet reads them when it starts."""
+    import contextlib
+    import urllib.request
+
+    for url in (layout.prometheus_url, layout.alertmanager_url):
+        with contextlib.suppress(OSError):
+            request = urllib.request.Request(f"{url}/-/reload", method="POST")
+            urllib.request.urlopen(request, timeout=5).close()
 
 
 # -- each server's own disk -------------------------------------------------------------------

@@ -15,6 +15,7 @@ from gameday.checks.acceptance import (
     session_shared,
     standby_streaming,
 )
+from gameday.checks.monitoring import time_to_detect_under
 
 __all__ = [
     "all_servers_in_rotation",
@@ -27,4 +28,5 @@ __all__ = [
     "sentinels_agree",
     "session_shared",
     "standby_streaming",
+    "time_to_detect_under",
 ]
