@@ -633,15 +633,20 @@ class ScenarioAlerts:
         if fired_at is None:
             return failed("alert_resolves", f"{alert} never fired, so it cannot resolve")
         heal()
-        healed = mc.heal_end(self._fault_events(), fired_at) or self.scenario.run.clock.now()
+        healing = mc.heal_window(self._fault_events(), fired_at)
+        began = healing[0] if healing else self.scenario.run.clock.now()
 
         def judge() -> Verdict:
             return mc.alert_resolved(
-                self.events(), alert, fired_at=fired_at, healed_at=healed, within_sec=within_sec
+                self.events(),
+                alert,
+                fired_at=fired_at,
+                heal=mc.heal_window(self._fault_events(), fired_at),
+                within_sec=within_sec,
             )
 
         return self.scenario.wait_for(
-            judge, healed + within_sec + GRACE_SEC, waiting_for=f"{alert} to resolve"
+            judge, began + within_sec + GRACE_SEC, waiting_for=f"{alert} to resolve"
         )
 
     def silent(self, allowed: Sequence[str] = ()) -> Verdict:

@@ -131,49 +131,56 @@ def test_delivered_fails_when_late() -> None:
 # -- resolves -------------------------------------------------------------------------------
 
 
+def resolves(
+    evs: list[mc.AlertEvent],
+    heal: tuple[float, float | None] | None = (40.0, 45.0),
+    within: float = 120,
+):  # type: ignore[no-untyped-def]
+    return mc.alert_resolved(evs, "PostgreSQLDown", fired_at=17.0, heal=heal, within_sec=within)
+
+
 def test_resolved_measures_from_the_heal_and_notes_the_resolved_notification() -> None:
-    evs = events(firing(17.0), resolved(47.0), delivered(48.0, status="resolved"))
-    v = mc.alert_resolved(evs, "PostgreSQLDown", fired_at=17.0, healed_at=40.0, within_sec=120)
+    v = resolves(events(firing(17.0), resolved(47.0), delivered(48.0, status="resolved")))
     assert v.ok, v.message
     assert v.measured["time_to_resolve_sec"] == 7.0
+    assert v.measured["heal_sec"] == 5.0
     assert v.measured["resolved_delivered"] is True
+    assert v.message == "PostgreSQLDown resolved 7 s after the heal began (the heal took 5 s)"
+
+
+def test_an_alert_may_resolve_before_a_long_heal_has_ended() -> None:
+    v = resolves(events(firing(17.0), resolved(43.0)), heal=(40.0, 60.0))
+    assert v.ok and v.measured["time_to_resolve_sec"] == 3.0
 
 
 def test_resolved_fails_on_an_alert_that_never_resolves() -> None:
-    v = mc.alert_resolved(
-        events(firing(17.0, server="server1")),
-        "PostgreSQLDown",
-        fired_at=17.0,
-        healed_at=40.0,
-        within_sec=120,
-    )
+    v = resolves(events(firing(17.0, server="server1")))
     assert not v.ok
-    assert v.message == "PostgreSQLDown (server1) had not resolved 120 s after the heal"
+    assert v.message == "PostgreSQLDown (server1) had not resolved 120 s after the heal began"
 
 
 def test_resolved_fails_when_one_of_two_instances_stays_firing_or_it_is_late() -> None:
     two = events(firing(17.0), firing(17.5, fp="f2", server="server2"), resolved(30.0))
-    v = mc.alert_resolved(two, "PostgreSQLDown", fired_at=17.0, healed_at=25.0, within_sec=60)
+    v = resolves(two, heal=(25.0, 26.0), within=60)
     assert not v.ok and "(server2)" in v.message
-    late = mc.alert_resolved(
-        events(firing(17.0), resolved(200.0)),
-        "PostgreSQLDown",
-        fired_at=17.0,
-        healed_at=40.0,
-        within_sec=120,
-    )
-    assert not late.ok and "160 s after the heal, later than 120 s" in late.message
+    late = resolves(events(firing(17.0), resolved(200.0)))
+    assert not late.ok and "160 s after the heal began, later than 120 s" in late.message
 
 
 def test_resolved_fails_without_a_heal() -> None:
-    v = mc.alert_resolved(
-        events(firing(17.0), resolved(30.0)),
-        "PostgreSQLDown",
-        fired_at=17.0,
-        healed_at=None,
-        within_sec=60,
-    )
+    v = resolves(events(firing(17.0), resolved(30.0)), heal=None, within=60)
     assert not v.ok and "not seen healed" in v.message
+
+
+def test_the_heal_window_is_the_last_heal_after_the_alert() -> None:
+    faults = [
+        FaultEvent("f", "heal-start", 5.0),
+        FaultEvent("f", "heal-end", 6.0),
+        FaultEvent("f", "heal-start", 40.0),
+    ]
+    assert mc.heal_window(faults, 17.0) == (40.0, None)
+    assert mc.heal_window([*faults, FaultEvent("f", "heal-end", 45.0)], 17.0) == (40.0, 45.0)
+    assert mc.heal_window(faults[:2], 17.0) is None
 
 
 # -- silence --------------------------------------------------------------------------------
