@@ -61,12 +61,27 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def autogroup_nice(pid: int) -> int | None:
+    """The nice value of the process's autogroup (its session's scheduling weight)."""
+    try:
+        return int(Path(f"/proc/{pid}/autogroup").read_text().split("nice")[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def set_autogroup_nice(pid: int, nice: int) -> None:
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+
+
 class _ResourceFault(Fault):
     """A fault on one server's resources (param `server`), healed by undoing exactly it."""
 
     providers: ClassVar[tuple[str, ...]] = ("lab",)
     #: the file (in the server's faults folder) that names the fault's process
     pidfile_name: ClassVar[str] = ""
+    #: run stress-ng as if it had its server's CPU to itself (see CpuStress)
+    boost: ClassVar[bool] = False
 
     def __init__(self, target: Target, params: dict[str, str]) -> None:
         super().__init__(target, params)
@@ -140,13 +155,8 @@ class _ResourceFault(Fault):
             raise FaultError(f"{self.label}: stress-ng exited at once ({' '.join(argv)})")
         self.remember(pid=str(pid), start=str(start))
         pidfile.write_text(f"{pid} {start}\n")
-        if os.geteuid() == 0:
-            # A server owns its CPU. With autogroups (sched_autogroup_enabled), every session
-            # shares the machine fairly whatever its nice value, so on a busy machine a
-            # stress-ng would get a fraction of a core; raising its session's weight gives it
-            # about the core a server of its own would give it (measured: 93 % instead of 25 %).
-            with contextlib.suppress(OSError):
-                Path(f"/proc/{pid}/autogroup").write_text("-19")
+        if self.boost:
+            set_autogroup_nice(pid, STRESS_NICE)
         if not poll_until(lambda: self._workers(pid) > 0, timeout=START_TIMEOUT_SEC, interval=0.1):
             raise FaultError(
                 f"{self.label}: stress-ng started no worker within {START_TIMEOUT_SEC:.0f} s"
@@ -202,14 +212,45 @@ class _ResourceFault(Fault):
         return bool(self._ours())
 
 
+# A server owns its CPU. With autogroups (kernel.sched_autogroup_enabled), each session gets
+# a fair share of the machine whatever its processes' nice values: on this busy machine a
+# stress-ng got 25 % of a core, not the core a server of its own would give it. Its session's
+# weight is raised (measured: 93 %), and the lab's own session (supervisord's: every program
+# of the lab) is raised too while the stress lasts, or the stress would starve the lab's
+# monitoring of the very CPU it needs to see the stress (Prometheus scraped every 5-9 s).
+STRESS_NICE = -19
+LAB_NICE_UNDER_STRESS = -10
+
+
 class CpuStress(_ResourceFault):
     """Stress a lab server's CPU: stress-ng's CPU workers (one per CPU the server owns, or
     `workers`) at full load, counted as the server's processes, until healed or for at most
-    `stress.max_seconds`. Heal kills them. HighCPUUsage fires on that server."""
+    `stress.max_seconds`. As root, the stress and the lab are given the scheduling weight of
+    machines of their own while it lasts (restored by heal). Heal kills the workers.
+    HighCPUUsage fires on that server."""
 
     name = "cpu-stress"
     label = "CPU stressed"
     pidfile_name = "cpu-stress.pid"
+    boost = os.geteuid() == 0
+
+    def _lab_session(self) -> int | None:
+        return control.supervisor_pid(self.layout)
+
+    def inject(self) -> None:
+        lab = self._lab_session()
+        if self.boost and lab is not None:
+            before = autogroup_nice(lab)
+            if before is not None:
+                self.remember(lab_pid=str(lab), lab_nice=str(before))
+                set_autogroup_nice(lab, min(before, LAB_NICE_UNDER_STRESS))
+        self._start(["--cpu", str(self.workers()), "--cpu-load", "100"])
+
+    def heal(self) -> None:
+        self._stop()
+        lab, nice = self.params.get("lab_pid"), self.params.get("lab_nice")
+        if lab is not None and nice is not None and self._lab_session() == int(lab):
+            set_autogroup_nice(int(lab), int(nice))
 
     def workers(self) -> int:
         try:
@@ -232,9 +273,6 @@ class CpuStress(_ResourceFault):
                 f"{self.label}: {self.workers()} workers, stress.max_cpu_workers is {limit}"
             )
         super().preflight()
-
-    def inject(self) -> None:
-        self._start(["--cpu", str(self.workers()), "--cpu-load", "100"])
 
 
 def _percent(fault: Fault) -> float:

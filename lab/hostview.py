@@ -163,6 +163,10 @@ class HostView:
         self._roots_at = 0.0
         self._pids: set[int] = set()
         self._stop = threading.Event()
+        self._sampling = threading.Lock()
+        self._sampled = 0.0  # monotonic time of the last sample
+        self._sampled_wall_ms = 0  # its wall time: the timestamp of the samples served
+        self._used = 0  # bytes (Pss) of the server's processes at the last sample
 
     def _program_pids(self) -> set[int]:
         """The pids of the server's supervisor programs (refreshed every few seconds)."""
@@ -180,11 +184,22 @@ class HostView:
         return self._roots
 
     def sample(self) -> None:
-        table = process_table()
-        roots = self._program_pids() | fault_pids(self.layout.server_faults_dir(self.server), table)
-        pids = descendants(roots, table)
-        self._pids = pids
-        self.cpu.sample([table[p] for p in pids], time.monotonic())
+        """Measure the server now: CPU counters and memory in use, with the wall time."""
+        with self._sampling:
+            roots = self._program_pids()
+            # The processes' times are read during the scan: it is their moment, and on a
+            # busy machine the scan itself may take a while. Timed by its middle, on both
+            # clocks at once, so that the counters' intervals and their timestamps agree.
+            before_mono, before_wall = time.monotonic(), time.time()
+            table = process_table()
+            now = (before_mono + time.monotonic()) / 2
+            wall = (before_wall + time.time()) / 2
+            faults = fault_pids(self.layout.server_faults_dir(self.server), table)
+            pids = descendants(roots | faults, table)
+            self.cpu.sample([table[p] for p in pids], now)
+            self._used = sum(pss_bytes(p) for p in sorted(pids))
+            self._pids = pids
+            self._sampled, self._sampled_wall_ms = now, int(wall * 1000)
 
     def run_sampler(self) -> None:
         while not self._stop.wait(SAMPLE_SEC):
@@ -192,14 +207,22 @@ class HostView:
                 self.sample()
 
     def metrics(self) -> str:
-        used = sum(pss_bytes(p) for p in sorted(self._pids))
-        available = max(self.memory_total - used, 0)
+        """The last sample; the CPU counters with the time they were measured. A scrape does
+        no measuring itself: on a busy machine this program may answer late, and a counter
+        timed by the scrape's start would then show a rate that never happened (a frozen
+        idle counter reads as 100 % busy). With the measurement's own time, a late sample is
+        placed where it belongs and a missing one leaves a gap, never a false alert. Gauges
+        keep the scrape's time, so that they go stale when the server dies."""
+        if not self._sampled:
+            self.sample()
+        at = self._sampled_wall_ms
+        available = max(self.memory_total - self._used, 0)
         cpu = self.cpu.counters()
         lines = [
             "# HELP node_cpu_seconds_total Seconds the server's CPU spent in each mode "
             "(its processes' time against its envelope: lab/hostview.py).",
             "# TYPE node_cpu_seconds_total counter",
-            *(f'node_cpu_seconds_total{{cpu="0",mode="{m}"}} {v:.3f}' for m, v in cpu.items()),
+            *(f'node_cpu_seconds_total{{cpu="0",mode="{m}"}} {v:.3f} {at}' for m, v in cpu.items()),
             "# HELP node_memory_MemTotal_bytes The server's memory (its envelope).",
             "# TYPE node_memory_MemTotal_bytes gauge",
             f"node_memory_MemTotal_bytes {self.memory_total}",
