@@ -562,6 +562,8 @@ QUIET_TIMEOUT_SEC = 120.0
 DELIVERY_TIMEOUT_SEC = 60.0
 # How long the stop-condition step waits for the stop, after the fault began.
 STOP_TIMEOUT_SEC = 180.0
+# A steady state shorter than this was not watched at all (the watch began at the Then-step).
+WATCHED_AT_LEAST_SEC = 1.0
 # A verdict waited for is judged a little past its bound: the sighting that decides it may
 # be polled a moment after the bound passed.
 GRACE_SEC = 1.0
@@ -656,6 +658,12 @@ class ScenarioAlerts:
         end = min(starts) if starts else self.scenario.run.clock.now()
         if self.watch.error:
             return failed("no_alert", f"cannot read the alerts: {self.watch.error}")
+        if end - self.watch.started_at < WATCHED_AT_LEAST_SEC:
+            return failed(
+                "no_alert",
+                "the alerts were not watched during the steady state (start watching with "
+                "`Given no alert is firing` before it)",
+            )
         return mc.no_alert_fired(
             self.events(),
             window=(self.watch.started_at, end),
