@@ -27,6 +27,7 @@ PROVIDER_MODULES = (
     "chaos.docker.servers",
     "chaos.docker.cache",
     "chaos.docker.postgres",
+    "chaos.docker.resources",
     "chaos.aws.ec2",
     "chaos.aws.elasticache",
     "chaos.aws.nat",
