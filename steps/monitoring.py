@@ -26,7 +26,7 @@ def alerts(scenario: Scenario) -> ScenarioAlerts:
 
 
 @given("no alert is firing")
-@needs(Monitoring("alertmanager"))
+@needs(Monitoring())
 def no_alert_firing(scenario: Scenario, alerts: ScenarioAlerts) -> None:
     scenario.judge(alerts.quiet())
 
@@ -89,13 +89,13 @@ def detected_in_time(scenario: Scenario, detection: Verdict, seconds: float) -> 
 
 
 @then("no alert fires during the steady state")
-@needs(Monitoring("alertmanager"))
+@needs(Monitoring())
 def no_alert_in_steady_state(scenario: Scenario, alerts: ScenarioAlerts) -> None:
     scenario.judge(alerts.silent())
 
 
 @then(parsers.parse('no alert other than "{name}" fires during the steady state'))
-@needs(Monitoring("alertmanager"))
+@needs(Monitoring())
 def only_alert_in_steady_state(scenario: Scenario, alerts: ScenarioAlerts, name: str) -> None:
     scenario.judge(alerts.silent(allowed=[name]))
 
