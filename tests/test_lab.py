@@ -161,11 +161,14 @@ def test_up_status_idempotent_up_and_down_leave_nothing(own_layout: LabLayout) -
     tree, supervisord = lab_tree(own_layout), control.supervisor_pid(own_layout)
     assert supervisord in tree
     if os.geteuid() == 0:  # PostgreSQL refuses root: the lab runs it as `postgres`
-        owners = {
-            Path(f"/proc/{pid}").stat().st_uid
-            for pid in tree
-            if b"postgres" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-        }
+        owners = set()
+        for pid in tree:
+            # Gone meanwhile: the PostgreSQL exporter's scrapes come and go as backends.
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+                # PostgreSQL itself, not its exporter (which runs as the lab's user)
+                if b"postgres" in argv0 and b"exporter" not in argv0:
+                    owners.add(Path(f"/proc/{pid}").stat().st_uid)
         assert owners == {pwd.getpwnam("postgres").pw_uid}
 
     started = time.monotonic()
