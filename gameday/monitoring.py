@@ -29,7 +29,7 @@ import http.server
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -538,10 +538,6 @@ class AlertStop:
 
 def _where(alert: Alert) -> str:
     return alert.labels.get("server") or alert.labels.get("instance") or "?"
-
-
-def names_in(alerts: Iterable[Alert]) -> str:
-    return ", ".join(sorted({a.name for a in alerts})) or "none"
 
 
 def settle(watch: AlertWatch, timeout: float) -> list[Alert]:
