@@ -300,9 +300,25 @@ def unmount_disks(layout: LabLayout) -> None:
                                timeout=30)  # fmt: skip
 
 
+def _reload(layout: LabLayout) -> None:
+    """supervisord reads the rendered config again. A new group (the monitoring host, for a
+    lab started before it existed) is added; a group whose programs changed cannot be changed
+    under its running programs: that lab must go down first."""
+    rpc = _rpc(layout)
+    [[added, changed, removed]] = rpc.supervisor.reloadConfig()
+    for group in added:
+        rpc.supervisor.addProcessGroup(group)
+    if changed or removed:
+        raise LabError(
+            f"the lab on port {layout.base_port} runs other programs than this gameday renders "
+            f"(changed: {', '.join(changed + removed)}; an older version, or "
+            "GAMEDAY_LAB_MONITORING switched): `gameday lab down`, then `gameday lab up`"
+        )
+
+
 def _start_supervisord(layout: LabLayout) -> None:
     if is_running(layout):
-        _rpc(layout).supervisor.reloadConfig()
+        _reload(layout)
         return
     env = dict(os.environ, **{MARKER_ENV: str(layout.state_dir)})
     supervisord = Path(sys.executable).with_name("supervisord")

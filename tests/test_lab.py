@@ -342,3 +342,16 @@ def test_a_bad_base_port_is_bad_input_in_one_line(
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip() == line and proc.stdout == ""
+
+
+def test_a_lab_running_other_programs_is_named_and_left_alone(own_layout: LabLayout) -> None:
+    """`up` on a lab started with other programs (monitoring switched off, or an older
+    gameday) says so in one line instead of changing groups under running programs."""
+    control.up(own_layout)
+    without = LabLayout(own_layout.base_port, own_layout.state_dir, monitoring=False)
+    with pytest.raises(control.LabError) as info:
+        control.up(without)
+    assert "runs other programs than this gameday renders" in str(info.value)
+    assert "`gameday lab down`, then `gameday lab up`" in str(info.value)
+    table, healthy = control.status_table(own_layout)
+    assert healthy, table
