@@ -574,10 +574,14 @@ class ScenarioAlerts:
         self.watch = watch(scenario)
 
     def events(self) -> list[AlertEvent]:
-        return alert_events(self.scenario.history().marks)
+        # From the writer's index of non-sample records: polled while a step waits, it must
+        # not copy the run's samples (a snapshot of the whole history) each time.
+        s = self.scenario
+        records = s.run.writer.events(first_record=s.first_record, since=s.started)
+        return alert_events(r for r in records if isinstance(r, Mark))
 
     def _fault_events(self) -> list[FaultEvent]:
-        return list(self.scenario.history().fault_events)
+        return self.scenario.fault_events()
 
     def quiet(self, timeout_sec: float = QUIET_TIMEOUT_SEC) -> Verdict:
         """Nothing fires now (alerts of an earlier scenario are waited out, bounded)."""

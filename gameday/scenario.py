@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 POLL_SEC = 0.25
 PROGRESS_SEC = 5.0
+# How long "the deployment is healthy" waits for a steady state before refusing to start.
+STEADY_WAIT_SEC = 30.0
 # Every probe is bounded even if a scenario forgets to end: at most this long.
 MAX_PROBE_SEC = 600
 # No hold ("the fault lasts 10 seconds") lasts longer than this, whatever the scenario says.
@@ -47,6 +49,9 @@ USERS_START_SEC = 30.0
 WRITE_PROBES = ("orders", "ledger")
 # A recovery is judged a little past its limit, so that N consecutive successes can be seen.
 RECOVERY_GRACE_SEC = 3.0
+# A probe kept its rate when at most this share of its requests started late (> 10 ms): a
+# busy 2-core machine makes a few per cent late now and then.
+RATE_LATE_RATIO = 0.05
 # A request older than its timeout plus this has surely been recorded (answered or cut).
 SETTLE_MARGIN_SEC = 0.1
 
@@ -89,16 +94,28 @@ class Scenario:
         say: Callable[[str], None],
     ) -> Scenario:
         run.scenarios_begun += 1
+        # The record count first, then the time: every record appended before the scenario
+        # was then also sent (or made) before it began, so its samples are cut by time alone.
+        first_record = len(run.writer)
         scenario = cls(
             run, nodeid, title, dry_run, say, run.target, started=run.clock.now(),
-            key=f"{run.run_id}-s{run.scenarios_begun}", first_record=len(run.writer),
+            key=f"{run.run_id}-s{run.scenarios_begun}", first_record=first_record,
         )  # fmt: skip
         run.mark(MARK_SCENARIO_START, scenario=nodeid, title=title)
         return scenario
 
     def end(self, outcome: str) -> None:
+        """Stop the probes, and say for each whether it kept its rate: a verdict kept for the
+        report, not asserted (a probe that fell behind is a fact about the measurement, and
+        its samples carry their real send times either way)."""
+        from gameday.checks.schedule import rate_kept
+        from gameday.probes.schedule import Scheduled
+
         for probe in self.probes.values():
             probe.stop()
+            if isinstance(probe, Scheduled):
+                verdict = rate_kept(probe.schedule_report(), max_late_ratio=RATE_LATE_RATIO)
+                self.run.judge(self.nodeid, self.title, verdict)
         self.run.mark(MARK_SCENARIO_END, scenario=self.nodeid, outcome=outcome)
 
     # -- probes ------------------------------------------------------------------------------
@@ -222,35 +239,68 @@ class Scenario:
             self.target.cache.url, seconds=min(seconds, MAX_HOLD_SEC), clock=self.run.clock
         )
 
+    def steady_state(self, within_sec: float = STEADY_WAIT_SEC) -> list[Verdict]:
+        """The steady state a fault starts from, waited for (bounded): a deployment that was
+        healed a moment ago may still be putting a server back into rotation (a load
+        balancer's rise count, nginx's fail_timeout). Past `within_sec` the last verdicts
+        stand, and a failed one refuses the scenario."""
+        from gameday import deployment
+
+        latest: list[Verdict] = []
+
+        def judge() -> Verdict:
+            nonlocal latest
+            latest = deployment.steady_state(self.target)
+            bad = next((v for v in latest if not v.ok), None)
+            return bad or latest[0]
+
+        self.wait_for(
+            judge, deadline=self.run.clock.now() + within_sec, waiting_for="the steady state"
+        )
+        return latest
+
     def hold(self, seconds: float) -> None:
         """Let time pass (bounded), the probes and faults going on meanwhile."""
         time.sleep(min(seconds, MAX_HOLD_SEC))
 
     # -- what happened -----------------------------------------------------------------------
 
+    # What the live waits ask several times a second (has the probe recovered, how many
+    # failures since the fault, which fault events so far) is answered from the writer's
+    # indexes: a poll reads the probe's samples since the fault and the scenario's events, and
+    # costs the same whatever else the run has recorded.
+
     def history(self) -> History:
-        """The run's history so far, limited to this scenario's records.
+        """The run's history so far, limited to this scenario's records (a snapshot of the
+        writer's memory: for a Then-step, not for polling)."""
+        return self.run.writer.history(since=self.started, first_record=self.first_record)
 
-        From the writer's memory, not the file: recovery polling asks several times a second,
-        and with locust users in the background a run's file grows by thousands of lines.
-        """
-        since = self.started
-        records = self.run.writer.records(self.first_record)
-        return History(self.run.writer.header, tuple(r for r in records if _time_of(r) >= since))
+    def samples(
+        self, probe: str, *, since: float | None = None, until: float | None = None
+    ) -> list[Sample]:
+        """This scenario's samples of `probe` sent in [since, until], in send order."""
+        start = self.started if since is None else max(since, self.started)
+        return list(self.run.writer.samples(probe, since=start, until=until))
 
-    def samples(self, probe: str) -> list[Sample]:
-        return list(self.history().samples(probe))
+    def failures(self, probe: str, *, since: float) -> int:
+        """How many of this scenario's samples of `probe` sent at or after `since` failed."""
+        return self.run.writer.failures(probe, since=max(since, self.started))
+
+    def fault_events(self) -> list[FaultEvent]:
+        """This scenario's fault events so far, in the order recorded."""
+        events = self.run.writer.events(first_record=self.first_record, since=self.started)
+        return [e for e in events if isinstance(e, FaultEvent)]
 
     def fault_start(self) -> float:
         """When the first fault of the scenario began; the step fails when none was."""
-        starts = [e.at for e in self.history().fault_events if e.phase == "inject-start"]
+        starts = [e.at for e in self.fault_events() if e.phase == "inject-start"]
         if not starts:
             pytest.fail("no fault was injected in this scenario", pytrace=False)
         return min(starts)
 
     def fault_window(self) -> tuple[float, float]:
         """From the first inject to the last heal, or to now while the fault is in effect."""
-        events: list[FaultEvent] = list(self.history().fault_events)
+        events = self.fault_events()
         starts = [e.at for e in events if e.phase == "inject-start"]
         if not starts:
             pytest.fail("no fault was injected in this scenario", pytrace=False)
@@ -298,7 +348,7 @@ class Scenario:
         deployment broke worse than the scenario allows, and that is what it found. Except
         verdicts `of_the_stop`: those judge the stop itself (did the game day stop, in time?).
         """
-        aborts = [e for e in self.history().fault_events if e.phase == "abort"]
+        aborts = [e for e in self.fault_events() if e.phase == "abort"]
         results = list(verdicts)
         if aborts and not of_the_stop:
             reason = aborts[0].detail.get("reason", "an abort condition fired")
@@ -312,18 +362,20 @@ class Scenario:
 
     def _settled(self, probe: Probe) -> tuple[float | None, float | None]:
         """The probe's send interval, and the send time up to which its record is complete
-        now (a request older than its timeout has its sample: it was answered or cut)."""
+        now: what the probe says (the oldest request still running), else its timeout ago (a
+        request older than its timeout has its sample: it was answered or cut)."""
         rate = getattr(probe, "rate", None)
-        timeout = getattr(probe, "timeout_sec", None)
         interval = 1.0 / rate if rate else None
+        settled = getattr(probe, "settled_until", None)
+        if callable(settled):
+            return interval, float(settled())
+        timeout = getattr(probe, "timeout_sec", None)
         until = self.run.clock.now() - timeout - SETTLE_MARGIN_SEC if timeout else None
         return interval, until
 
     def in_effect_at(self, start: float) -> float:
         """When the fault that began at `start` was fully in effect (its inject-end)."""
-        ends = [
-            e.at for e in self.history().fault_events if e.phase == "inject-end" and e.at >= start
-        ]
+        ends = [e.at for e in self.fault_events() if e.phase == "inject-end" and e.at >= start]
         return min(ends) if ends else start
 
     def recovered(self, probe: str, within_sec: float) -> Verdict:
@@ -338,10 +390,13 @@ class Scenario:
         timeout = float(getattr(running, "timeout_sec", 0.0))
 
         def judge() -> Verdict:
+            # Only the samples the check can look at: sent from the fault on, up to where the
+            # probe's record is complete.
             interval, until = self._settled(running)
             return rc.time_to_recover(
-                self.samples(probe), fault_start=start, within_sec=within_sec,
-                in_effect_at=self.in_effect_at(start), until=until, interval=interval,
+                self.samples(probe, since=start, until=until), fault_start=start,
+                within_sec=within_sec, in_effect_at=self.in_effect_at(start), until=until,
+                interval=interval,
             )  # fmt: skip
 
         verdict = self.wait_for(
@@ -395,7 +450,9 @@ class Scenario:
 
         window = self.fault_window()
         self.probe("locust").settle()  # type: ignore[attr-defined]
-        samples = [s for s in self.history().samples() if s.probe.startswith(LOCUST_PROBE_PREFIX)]
+        history = self.history()
+        users = [p for p in history.probes if p.startswith(LOCUST_PROBE_PREFIX)]
+        samples = [s for p in users for s in history.samples(p)]
         return rc.availability(samples, window=window, min_ratio=min_ratio)
 
     def health_probe(self) -> str:
@@ -426,7 +483,3 @@ class Scenario:
         return writes_survive_restart(
             writes, present, restart_at=self.fault_start(), grace_sec=grace_sec
         )
-
-
-def _time_of(record: Any) -> float:
-    return float(record.sent if isinstance(record, Sample) else record.at)

@@ -12,7 +12,7 @@ import pytest
 from pytest_bdd import given, parsers, then
 
 from chaos.scenario import ScenarioFaults
-from gameday import checks
+from gameday.checks import monitoring as mc
 from gameday.monitoring import ScenarioAlerts
 from gameday.needs import Monitoring, needs
 from gameday.scenario import Scenario
@@ -85,7 +85,7 @@ def resolves_after_heal(
 
 @then(parsers.parse("the time to detect is under {seconds:g} seconds"))
 def detected_in_time(scenario: Scenario, detection: Verdict, seconds: float) -> None:
-    scenario.judge(checks.time_to_detect_under(detection, seconds))
+    scenario.judge(mc.time_to_detect_under(detection, seconds))
 
 
 @then("no alert fires during the steady state")

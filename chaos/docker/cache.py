@@ -12,10 +12,16 @@ from chaos.docker.engine import (
     docker_server,
     engine,
     one_container,
+    resume,
     wait_down,
     wait_healthy,
 )
 from gameday.target import DockerHost, Server, Target
+
+
+def _stopped(server: Server, container_id: str) -> bool:
+    with engine(server) as client:
+        return bool(client.containers.get(container_id).status != "running")
 
 
 def _cache_server(target: Target, name: str | None) -> Server:
@@ -84,19 +90,14 @@ class CacheRestart(DockerFault):
         server, host, _ = self._cache()
         with engine(server) as client:
             container = client.containers.get(self.params["container"])
-            container.reload()
-            if container.status == "paused":
-                container.unpause()
-            elif container.status != "running":
-                container.start()
+            resume(container)
             wait_healthy(container, timeout=host.health_timeout_sec, who=f"server {server.name}")
 
     def in_effect(self) -> bool:
         if "container" not in self.params:
             return False
         server, _, _ = self._cache()
-        with engine(server) as client:
-            return bool(client.containers.get(self.params["container"]).status != "running")
+        return _stopped(server, self.params["container"])
 
 
 def _redis_role(container: Any, host: DockerHost, password: str | None) -> str:
@@ -176,19 +177,14 @@ class CacheCrash(DockerFault):
         server, host = docker_server(self.target, self.params["server"])
         with engine(server) as client:
             container = client.containers.get(self.params["container"])
-            container.reload()
-            if container.status == "paused":
-                container.unpause()
-            elif container.status != "running":
-                container.start()
+            resume(container)
             wait_healthy(container, timeout=host.health_timeout_sec, who=f"server {server.name}")
 
     def in_effect(self) -> bool:
         if "container" not in self.params:
             return False
         server, _ = docker_server(self.target, self.params["server"])
-        with engine(server) as client:
-            return bool(client.containers.get(self.params["container"]).status != "running")
+        return _stopped(server, self.params["container"])
 
 
 FAULTS: tuple[type[Fault], ...] = (CacheRestart, CacheCrash)

@@ -235,6 +235,15 @@ def wait_healthy(container: Any, *, timeout: float, who: str) -> None:
         )
 
 
+def resume(container: Any) -> None:
+    """Unpause or start the container, whichever it needs (nothing if it runs)."""
+    container.reload()
+    if container.status == "paused":
+        container.unpause()
+    elif container.status != "running":
+        container.start()
+
+
 def wait_down(container: Any, *, timeout: float = STOPPED_TIMEOUT_SEC) -> None:
     def down() -> bool:
         container.reload()

@@ -16,6 +16,7 @@ from chaos.docker.engine import (
     docker_server,
     engine,
     one_container,
+    resume,
     wait_down,
     wait_healthy,
 )
@@ -237,11 +238,7 @@ class DatabaseFailover(DockerFault):
         self, want: str = "in production", timeout: float = PROMOTE_TIMEOUT_SEC
     ) -> None:
         with self._container("primary") as (name, db, old):
-            old.reload()
-            if old.status == "paused":
-                old.unpause()
-            elif old.status != "running":
-                old.start()
+            resume(old)
             self._wait_state(old, db, want, timeout)
             _, host = docker_server(self.target, name)
             wait_healthy(old, timeout=host.health_timeout_sec, who=f"server {name}")

@@ -12,6 +12,7 @@ from chaos.docker.engine import (
     Member,
     engine,
     members,
+    resume,
     wait_down,
     wait_healthy,
     wait_in_rotation,
@@ -107,11 +108,7 @@ class StopServer(DockerFault):
                 except Exception:
                     missing.append(record["name"])
                     continue
-                container.reload()
-                if container.status == "paused":
-                    container.unpause()
-                elif container.status != "running":
-                    container.start()
+                resume(container)
                 wait_healthy(container, timeout=host.health_timeout_sec, who=who)
         if missing:
             raise FaultError(

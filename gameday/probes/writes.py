@@ -26,11 +26,13 @@ from typing import Any
 
 import httpx
 
+from gameday.checks.schedule import ScheduleReport
 from gameday.clock import Clock
-from gameday.facts import read_path, write_request, written_id
+from gameday.facts import read_path, tls_context, write_request, written_id
 from gameday.history import ReadBack, Sample
 from gameday.probes.http import error_kind
 from gameday.probes.schedule import FixedRate, Tick
+from gameday.secrets import pg_conninfo, redis_client
 from gameday.target import Target
 
 LEDGER_TABLE = "gameday_ledger"
@@ -57,8 +59,9 @@ class WriteProbe:
         self._record = record
         self._timeout = timeout_sec
         self._scheduler = FixedRate(
-            self._tick, rate=rate, clock=clock, timeout_sec=timeout_sec, limit=limit, name=name
-        )
+            self._tick, rate=rate, clock=clock, timeout_sec=timeout_sec, limit=limit, name=name,
+            unit="write",
+        )  # fmt: skip
         self.acknowledged = 0
 
     def start(self) -> WriteProbe:
@@ -70,6 +73,15 @@ class WriteProbe:
 
     def join(self) -> None:
         self._scheduler.join()
+
+    def settled_until(self) -> float:
+        """See FixedRate.settled_until: the record is complete for writes sent before it."""
+        return self._scheduler.settled_until()
+
+    def schedule_report(self) -> ScheduleReport:
+        """How well the writes kept their rate so far (or until they stopped): a write's
+        send time is when its worker started it."""
+        return self._scheduler.report()
 
     def _tick(self, tick: Tick) -> None:
         started = time.monotonic()
@@ -120,6 +132,7 @@ class OrdersProbe(WriteProbe):
             base_url=target.entrypoint.url,
             timeout=self._timeout,
             limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),
+            verify=tls_context(),
         )
 
     def write(self, seq: int) -> tuple[str, str, str | None, int | None]:
@@ -166,7 +179,9 @@ class LedgerProbe(WriteProbe):
     def __init__(self, target: Target, *, run_id: str, name: str = "ledger", **kw: Any) -> None:
         if target.database is None:
             raise ValueError(f"target {target.name!r} has no database role")
-        self._url = target.database.writer_url
+        # The password moves to a libpq password file: no string psycopg holds (and a
+        # traceback with locals would show) carries it.
+        self._conninfo = pg_conninfo(target.database.writer_url)
         self._run_id = run_id
         self._local = threading.local()
         super().__init__(name=name, timeout_sec=kw.pop("timeout_sec", 5.0), **kw)
@@ -176,7 +191,7 @@ class LedgerProbe(WriteProbe):
         import psycopg
 
         return psycopg.connect(
-            self._url, autocommit=True, connect_timeout=max(1, int(self._timeout))
+            self._conninfo, autocommit=True, connect_timeout=max(1, int(self._timeout))
         )
 
     def _ensure_table(self) -> None:
@@ -255,13 +270,12 @@ class CacheProbe(WriteProbe):
         self._client = self._make_client()
 
     def _make_client(self, *, retries: int = 0) -> Any:
-        import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
         # redis-py retries failed commands by default: that would turn an outage into slow
         # successes (and a write sent twice). The writes must see every failure.
-        return redis.Redis.from_url(
+        return redis_client(
             self._url,
             socket_timeout=self._timeout,
             socket_connect_timeout=self._timeout,
