@@ -294,11 +294,22 @@ def _program(layout: LabLayout, p: Program) -> str:
     return "\n".join(lines) + "\n"
 
 
+def lab_python() -> str:
+    """The interpreter the lab's Python programs run with, named the same however gameday was
+    started (`.venv/bin/gameday` runs python3, `.venv/bin/python -m ...` python): the rendered
+    config must not change with it, or a heal from another process finds the lab "changed"."""
+    if sys.prefix != sys.base_prefix:  # a venv: it always has bin/python
+        venv_python = Path(sys.prefix) / "bin" / "python"
+        if venv_python.exists():
+            return str(venv_python)
+    return sys.executable
+
+
 def programs(layout: LabLayout) -> list[Program]:
     """Every process of the lab, grouped by host."""
     pg_user = _pg_user()
     pg_env = pg_environment(layout)
-    python = sys.executable
+    python = lab_python()
     out = [
         Program(
             CONTROL_GROUP, "haproxy",

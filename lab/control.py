@@ -308,10 +308,19 @@ def _reload(layout: LabLayout) -> None:
     [[added, changed, removed]] = rpc.supervisor.reloadConfig()
     for group in added:
         rpc.supervisor.addProcessGroup(group)
-    if changed or removed:
+    # A group "changed" whose programs are the same ones (a command line rendered a little
+    # differently) runs on as it is, as supervisord leaves it until its next start; one whose
+    # programs differ cannot be healed or waited for by name.
+    running = {(p["group"], p["name"]) for p in rpc.supervisor.getAllProcessInfo()}
+    rendered = {(p.group, p.name) for p in configs.programs(layout)}
+    differ = [
+        g for g in changed + removed
+        if {n for grp, n in running if grp == g} != {n for grp, n in rendered if grp == g}
+    ]  # fmt: skip
+    if differ:
         raise LabError(
             f"the lab on port {layout.base_port} runs other programs than this gameday renders "
-            f"(changed: {', '.join(changed + removed)}; an older version, or "
+            f"(changed: {', '.join(differ)}; an older version, or "
             "GAMEDAY_LAB_MONITORING switched): `gameday lab down`, then `gameday lab up`"
         )
 
