@@ -65,7 +65,7 @@ _ROLE_HOW = {
     "database": "database: writer_url",
     "cache": "cache: url",
     "servers": "servers: (name and zone of each)",
-    "monitoring": "monitoring: alertmanager_url, docs/monitoring.md",
+    "monitoring": "monitoring: alertmanager_url, or cloudwatch_alarms on AWS; docs/monitoring.md",
 }
 
 

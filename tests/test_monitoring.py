@@ -236,8 +236,8 @@ def test_a_bad_monitoring_role_is_one_line(section: str, line: str) -> None:
 def test_monitoring_needs_say_what_to_declare() -> None:
     bare = _parse_target("name: t\nprovider: generic\nentrypoint: {url: 'http://x:1'}\n", "t")
     assert Monitoring().why_not(bare, {}) == (
-        "target 't' has no monitoring role (declare monitoring: alertmanager_url, "
-        "docs/monitoring.md)"
+        "target 't' has no monitoring role (declare monitoring: alertmanager_url, or "
+        "cloudwatch_alarms on AWS; docs/monitoring.md)"
     )
     no_receiver = lab_like_target()
     assert Monitoring().why_not(no_receiver, {}) is None
