@@ -11,6 +11,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ from gameday.monitoring import (
 )
 from gameday.needs import Monitoring
 from gameday.target import Target, TargetError, _parse_target
+from lab import configs
 from lab import monitoring as labmon
 from lab.hostview import CLOCK_TICKS, CpuMeter, ProcStat
 from lab.layout import PORT_BLOCK, LabLayout
@@ -423,3 +425,18 @@ def test_processes_older_than_the_meter_count_only_what_they_use_afterwards() ->
     meter.sample([proc(7, 500.0, start=5)], now=0.0)
     meter.sample([proc(7, 500.1, start=5)], now=1.0)
     assert meter.counters()["user"] == pytest.approx(0.1)
+
+
+def test_the_lab_renders_the_same_programs_however_python_was_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`.venv/bin/gameday` runs python3, `.venv/bin/python -m ...` python: a heal from either
+    must find the running lab unchanged (a changed group was refused, the heal failed)."""
+    layout = LabLayout(18700, Path("/tmp/gameday-lab-render-test"), monitoring=True)
+    venv_bin = Path(sys.prefix) / "bin"
+    rendered = []
+    for name in ("python3", "python"):
+        monkeypatch.setattr(sys, "executable", str(venv_bin / name))
+        rendered.append([(p.group, p.name, p.command) for p in configs.programs(layout)])
+    assert rendered[0] == rendered[1]
+    assert any(str(venv_bin / "python") + " -m lab.app" in c for _, _, c in rendered[0])
