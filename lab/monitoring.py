@@ -34,6 +34,10 @@ from lab.layout import (
 )
 
 PROMETHEUS = "/usr/bin/prometheus"
+# How soon the lab's Prometheus sends an alert to Alertmanager again (Prometheus's default: 1m).
+# Not 1s: a firing alert is sent with endsAt 4 x this ahead, and a Prometheus that a busy
+# machine delays past that would see Alertmanager resolve the alert on its own (flapping).
+LAB_RESEND_DELAY = "5s"
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 POSTGRES_EXPORTER = "/usr/bin/prometheus-postgres-exporter"
@@ -208,7 +212,11 @@ def write_configs(layout: LabLayout) -> None:
         layout.server_disk(s).mkdir(parents=True, exist_ok=True)
 
 
-def prometheus_command(layout: LabLayout, config: str, data: str, port: int) -> str:
+def prometheus_command(
+    layout: LabLayout, config: str, data: str, port: int, *, resend_delay: str | None = None
+) -> str:
+    """Prometheus's command line; `resend_delay` None keeps Prometheus's own (1m, the seed's)."""
+    resend = [f"--rules.alert.resend-delay={resend_delay}"] if resend_delay else []
     return shlex.join([
         PROMETHEUS,
         f"--config.file={config}",
@@ -217,6 +225,7 @@ def prometheus_command(layout: LabLayout, config: str, data: str, port: int) -> 
         # A few hours are plenty for a lab; keeps the folder small.
         "--storage.tsdb.retention.time=6h",
         "--web.enable-lifecycle",
+        *resend,
     ])  # fmt: skip
 
 
@@ -249,8 +258,12 @@ def monitoring_programs(layout: LabLayout, python: str) -> list[MonitoringProgra
     out = [
         MonitoringProgram(
             MONITORING_GROUP, "prometheus",
+            # The lab profile's resend delay: an alert's resolution that does not reach
+            # Alertmanager (seen after a server's heal) is sent again seconds later, not a
+            # minute later (the lab's InstanceDown then stayed firing 60 s past its target).
             prometheus_command(layout, str(folder / "prometheus.yml"),
-                               str(folder / "prometheus"), layout.prometheus_port),
+                               str(folder / "prometheus"), layout.prometheus_port,
+                               resend_delay=LAB_RESEND_DELAY),
             layout.prometheus_port, "prometheus",
         ),
         MonitoringProgram(

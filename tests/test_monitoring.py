@@ -440,3 +440,15 @@ def test_the_lab_renders_the_same_programs_however_python_was_started(
         rendered.append([(p.group, p.name, p.command) for p in configs.programs(layout)])
     assert rendered[0] == rendered[1]
     assert any(str(venv_bin / "python") + " -m lab.app" in c for _, _, c in rendered[0])
+
+
+def test_only_the_lab_profiles_prometheus_resends_alerts_within_seconds() -> None:
+    """The lab's Prometheus resends every 5 s (a lost resolution is not left for a minute);
+    the seed's keeps Prometheus's own minute, as the deployment runs it."""
+    layout = LabLayout(18700, Path("/tmp/gameday-lab-render-test"), monitoring=True)
+    lab_prometheus = next(
+        p.command for p in labmon.monitoring_programs(layout, "python") if p.name == "prometheus"
+    )
+    assert "--rules.alert.resend-delay=5s" in lab_prometheus
+    seed = labmon.prometheus_command(layout, "p.yml", "data", 18706)
+    assert "resend-delay" not in seed
