@@ -602,9 +602,14 @@ class ScenarioAlerts:
 
     def fired(self, alert: str, within_sec: float) -> Verdict:
         start = self.scenario.fault_start()
-        anchor = self.scenario.run.clock.wall_anchor
+        clock = self.scenario.run.clock
 
         def judge() -> Verdict:
+            # The monitoring's timestamps are wall-clock; the run's are monotonic. Convert with
+            # today's offset, not the run's start's: a machine whose clock is stepped during
+            # the run (seen here: +13 s in a minute) would shift every alert's own firing
+            # time after the step.
+            anchor = time.time() - clock.now()
             return mc.alert_fired(
                 self.events(), alert, fault_start=start, within_sec=within_sec, wall_anchor=anchor
             )
