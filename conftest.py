@@ -10,4 +10,5 @@ pytest_plugins = [
     "steps.faults",
     "steps.load",
     "steps.aws",
+    "steps.monitoring",
 ]

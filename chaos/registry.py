@@ -23,9 +23,11 @@ from gameday.target import FAULT_NAMES, Target
 PROVIDER_MODULES = (
     "chaos.command",
     "chaos.lab",
+    "chaos.lab_resources",
     "chaos.docker.servers",
     "chaos.docker.cache",
     "chaos.docker.postgres",
+    "chaos.docker.resources",
     "chaos.aws.ec2",
     "chaos.aws.elasticache",
     "chaos.aws.nat",

@@ -10,8 +10,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from gameday.secrets import install_log_redaction, redact
+
+if TYPE_CHECKING:
+    from gameday.target import Target
 
 # Each command imports what it uses (the lab's database and Redis clients, the target's
 # models, locust...) once the arguments are parsed: `gameday --help` and a mistyped option
@@ -117,6 +121,8 @@ def cmd_target_check(args: argparse.Namespace) -> int:
         endpoint = f", endpoint {redact(aws.endpoint_url)}" if aws.endpoint_url else ""
         zones = ", ".join(aws.zones) or "none declared"
         print(f"  aws: account {account}, region {aws.region}{endpoint}; zones: {zones}")
+    if target.monitoring is not None:
+        print(f"  monitoring: {monitoring_line(target)}")
     for name, fault in target.faults.items():
         where = f" over SSH on {fault.ssh}" if fault.ssh else ""
         print(redact(f"  fault {name}{where}: inject `{fault.inject}`, heal `{fault.heal}`"))
@@ -125,6 +131,27 @@ def cmd_target_check(args: argparse.Namespace) -> int:
     if args.scenarios:
         return _print_scenario_plan(args.target, allow_destructive=args.allow_destructive)
     return 0
+
+
+def monitoring_line(target: Target) -> str:
+    """What `target check` says about the monitoring role."""
+    m = target.monitoring
+    assert m is not None
+    parts = []
+    if m.prometheus_url:
+        parts.append(f"Prometheus {m.prometheus_url}")
+    if m.alertmanager_url:
+        parts.append(f"Alertmanager {m.alertmanager_url}")
+    if m.receiver is not None and m.receiver.listen:
+        parts.append(f"receiver: the harness's webhook on {m.receiver.listen}")
+    elif m.receiver is not None:
+        parts.append(f"receiver: Alertmanager's {m.receiver.integration} notification counters")
+    else:
+        parts.append("no receiver check")
+    if m.cloudwatch_alarms:
+        alarms = ", ".join(f"{k}={v}" for k, v in m.cloudwatch_alarms.items())
+        parts.append(f"CloudWatch alarms {alarms}")
+    return redact("; ".join(parts))
 
 
 def _print_scenario_plan(target_arg: str, *, allow_destructive: bool) -> int:

@@ -58,6 +58,10 @@ MARK_SCENARIO_END = "scenario-end"
 MARK_RECOVERED = "recovered"
 MARK_HEAL_FAILED = "heal-failed"
 MARK_LOCUST_SUMMARY = "locust-summary"
+# Alert state changes, as the target's monitoring reported them (gameday/monitoring.py).
+MARK_ALERT_FIRING = "alert-firing"
+MARK_ALERT_DELIVERED = "alert-delivered"
+MARK_ALERT_RESOLVED = "alert-resolved"
 
 ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)

@@ -19,6 +19,15 @@ DB_NAME = "cloudmart"
 DB_USER = "cloudmart"
 REDIS_MASTER_NAME = "cloudmart"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# What each lab "server" owns, as a host of its own would: one CPU, 1 GiB of memory and a
+# 64 MiB data disk. The lab's servers share this machine, so the monitoring reads these
+# envelopes (lab/hostview.py, the server's own tmpfs) rather than the machine's totals.
+SERVER_CPUS = 1
+SERVER_MEMORY_MB = 1024
+SERVER_DISK_MB = 64
+# "0" (or "off"): a lab without Prometheus, Alertmanager and the exporters (lighter; the
+# monitoring scenarios then skip). Read once, when a layout is made.
+MONITORING_ENV = "GAMEDAY_LAB_MONITORING"
 
 
 @dataclass(frozen=True)
@@ -49,9 +58,38 @@ class LabServer:
     def pg_node_name(self) -> str:
         return f"node_{self.index}"
 
+    # The server's exporters live (and die) with it, as on the seed's hosts.
+    @property
+    def node_exporter_program(self) -> str:
+        return f"node-exporter{self.index}"
+
+    @property
+    def hostview_program(self) -> str:
+        return f"hostview{self.index}"
+
+    @property
+    def pg_exporter_program(self) -> str:
+        return f"pg-exporter{self.index}"
+
+    @property
+    def redis_exporter_program(self) -> str:
+        return f"redis-exporter{self.index}"
+
+    @property
+    def exporter_programs(self) -> tuple[str, ...]:
+        return (
+            self.node_exporter_program,
+            self.hostview_program,
+            self.pg_exporter_program,
+            self.redis_exporter_program,
+        )
+
 
 SERVERS = (LabServer("server1", "a", 1), LabServer("server2", "b", 2))
 CONTROL_GROUP = "control"  # the load balancer host: HAProxy, the pg monitor, the third sentinel
+# The seed's monitoring host: Prometheus and Alertmanager.
+MONITORING_GROUP = "monitoring"
+MONITORING_PROGRAMS = ("prometheus", "alertmanager")
 
 
 class LayoutError(ValueError):
@@ -62,6 +100,8 @@ class LayoutError(ValueError):
 class LabLayout:
     base_port: int
     state_dir: Path
+    #: Prometheus, Alertmanager and the exporters run with the lab ($GAMEDAY_LAB_MONITORING)
+    monitoring: bool = True
 
     @classmethod
     def from_env(cls, base_port: int | None = None, state_dir: str | None = None) -> LabLayout:
@@ -79,7 +119,11 @@ class LabLayout:
                 f"lab base port {port} ({source}) is outside 1025..{65535 - PORT_BLOCK}"
             )
         folder = state_dir or os.environ.get("GAMEDAY_LAB_DIR") or f"/tmp/gameday-lab-{port}"
-        return cls(base_port=port, state_dir=Path(folder))
+        switch = os.environ.get(MONITORING_ENV, "1").strip().lower()
+        if switch not in ("0", "off", "false", "no", "1", "on", "true", "yes", ""):
+            raise LayoutError(f"{MONITORING_ENV}={switch!r} is not on/off (1 or 0)")
+        monitoring = switch not in ("0", "off", "false", "no")
+        return cls(base_port=port, state_dir=Path(folder), monitoring=monitoring)
 
     # -- ports -------------------------------------------------------------------------
     @property
@@ -111,11 +155,58 @@ class LabLayout:
     def sentinel_ports(self) -> list[int]:
         return [self.base_port + 40 + i for i in range(3)]
 
+    # Monitoring: the free offsets of the block (43 of 50 were enough; PORT_BLOCK stays 50).
+    @property
+    def prometheus_port(self) -> int:
+        return self.base_port + 3
+
+    @property
+    def alertmanager_port(self) -> int:
+        return self.base_port + 4
+
+    @property
+    def receiver_port(self) -> int:
+        """The webhook Alertmanager sends to: the harness listens there during a scenario
+        (the lab itself does not), so it is not one of the lab's ports."""
+        return self.base_port + 5
+
+    @property
+    def seed_ports(self) -> tuple[int, int, int]:
+        """Prometheus, Alertmanager and receiver of the seed's verbatim profile (15 s scrape,
+        `for: 1m`/`5m`): not run by the lab; the slow test that proves those rules starts
+        them next to the lab's, on the same exporters."""
+        return (self.base_port + 6, self.base_port + 7, self.base_port + 8)
+
+    def node_exporter_port(self, server: LabServer) -> int:
+        return self.base_port + 11 + server.index
+
+    def hostview_port(self, server: LabServer) -> int:
+        return self.base_port + 13 + server.index
+
+    def pg_exporter_port(self, server: LabServer) -> int:
+        return self.base_port + 22 + server.index
+
+    def redis_exporter_port(self, server: LabServer) -> int:
+        return self.base_port + 31 + server.index
+
+    def monitoring_ports(self) -> list[int]:
+        if not self.monitoring:
+            return []
+        ports = [self.prometheus_port, self.alertmanager_port]
+        for s in SERVERS:
+            ports += [
+                self.node_exporter_port(s),
+                self.hostview_port(s),
+                self.pg_exporter_port(s),
+                self.redis_exporter_port(s),
+            ]
+        return ports
+
     def all_ports(self) -> list[int]:
         ports = [self.http_port, self.stats_port, self.redis_endpoint_port, self.monitor_port]
         for s in SERVERS:
             ports += [self.backend_port(s), self.pg_port(s), self.redis_port(s)]
-        return ports + self.sentinel_ports()
+        return ports + self.sentinel_ports() + self.monitoring_ports()
 
     # -- folders -----------------------------------------------------------------------
     @property
@@ -163,6 +254,28 @@ class LabLayout:
     def redis_dir(self) -> Path:
         return self.state_dir / "redis"
 
+    @property
+    def monitoring_dir(self) -> Path:
+        """Prometheus's and Alertmanager's configs and data."""
+        return self.state_dir / "monitoring"
+
+    def server_dir(self, server: LabServer) -> Path:
+        """What belongs to the server as a host: its disk, its view for node-exporter, the
+        pid files of the resource faults running on it."""
+        return self.state_dir / server.name
+
+    def server_disk(self, server: LabServer) -> Path:
+        """The server's data disk: a tmpfs of SERVER_DISK_MB of its own (mounted by `up`
+        when the lab runs as root), so filling it fills no disk anybody else writes to."""
+        return self.server_dir(server) / "disk"
+
+    def server_faults_dir(self, server: LabServer) -> Path:
+        return self.server_dir(server) / "faults"
+
+    def disk_device(self, server: LabServer) -> str:
+        """The tmpfs's source name: says whose it is in `mount` and in node-exporter."""
+        return f"gameday-lab-{self.base_port}-{server.name}"
+
     # -- endpoints ---------------------------------------------------------------------
     @property
     def entrypoint_url(self) -> str:
@@ -202,3 +315,15 @@ class LabLayout:
 
     def redis_node_url(self, server: LabServer) -> str:
         return f"redis://127.0.0.1:{self.redis_port(server)}/0"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
+    @property
+    def alertmanager_url(self) -> str:
+        return f"http://127.0.0.1:{self.alertmanager_port}"
+
+    @property
+    def receiver_address(self) -> str:
+        return f"127.0.0.1:{self.receiver_port}"

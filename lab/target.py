@@ -9,7 +9,15 @@ same endpoints, with `provider: docker` and each server's engine and compose pro
 from __future__ import annotations
 
 from lab.configs import CHECK_FALL, CHECK_INTER_MS
-from lab.layout import REDIS_MASTER_NAME, SERVERS, LabLayout, LabServer
+from lab.layout import (
+    REDIS_MASTER_NAME,
+    SERVER_CPUS,
+    SERVER_DISK_MB,
+    SERVER_MEMORY_MB,
+    SERVERS,
+    LabLayout,
+    LabServer,
+)
 
 DOCKER_BASE_PORT = 17650
 
@@ -23,7 +31,27 @@ def render_target(layout: LabLayout) -> str:
         f"    url: http://127.0.0.1:{layout.backend_port(s)}\n"
         for s in SERVERS
     )
-    return _render(layout, LAB_HEAD.format(port=layout.base_port), servers)
+    monitoring = _monitoring(layout) if layout.monitoring else ""
+    return _render(layout, LAB_HEAD.format(port=layout.base_port), servers) + monitoring
+
+
+def _monitoring(layout: LabLayout) -> str:
+    return f"""# Prometheus and Alertmanager of the lab (lab profile: 1 s scrape, `for: 5s`); the
+# harness runs the webhook receiver Alertmanager sends to, during a scenario.
+monitoring:
+  prometheus_url: {layout.prometheus_url}
+  alertmanager_url: {layout.alertmanager_url}
+  receiver:
+    listen: {layout.receiver_address}
+# What the resource faults may take: a lab server owns {SERVER_CPUS} CPU, {SERVER_MEMORY_MB} MiB
+# of memory and a {SERVER_DISK_MB} MiB disk of its own.
+stress:
+  max_cpu_workers: {SERVER_CPUS}
+  max_memory_mb: {SERVER_MEMORY_MB}
+  max_disk_mb: {SERVER_DISK_MB}
+  max_percent: 95
+  max_seconds: 600
+"""
 
 
 def render_docker_target(layout: LabLayout) -> str:
