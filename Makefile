@@ -2,7 +2,7 @@
 PY := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint lab-up lab-down lab-status bench
+.PHONY: setup demo test test-long test-all lint lab-up lab-down lab-status bench
 
 setup:
 	@scripts/setup
@@ -16,6 +16,13 @@ demo: setup
 test: setup lint
 	@$(PY)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; exit 1; fi; exit $$rc
+
+## The long tests too (the Docker lab, more failure modes on the lab): GAMEDAY_LONG_TESTS=1.
+test-long: setup
+	GAMEDAY_LONG_TESTS=1 $(PY)/pytest -m long $(PYTEST_ARGS)
+
+test-all: setup lint
+	GAMEDAY_LONG_TESTS=1 $(PY)/pytest $(PYTEST_ARGS)
 
 lint:
 	$(PY)/ruff check .

@@ -313,6 +313,7 @@ def _compare(directory: Path, *tolerances: str) -> subprocess.CompletedProcess[s
 
 @pytest.mark.lab
 @pytest.mark.slow
+@pytest.mark.long
 def test_lab_same_lab_passes_slowed_lab_fails(running_lab: LabLayout, recorded: Path) -> None:
     same = _compare(recorded, *SAME_LAB_TOLERANCES)
     assert same.returncode == 0, same.stdout + same.stderr

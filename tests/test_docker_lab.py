@@ -65,6 +65,7 @@ def _containers(layout: LabLayout) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.docker
 @pytest.mark.slow
+@pytest.mark.long
 def test_every_program_is_a_running_container_of_its_hosts_project(docker_lab: LabLayout) -> None:
     containers = _containers(docker_lab)
     projects = {
@@ -82,6 +83,7 @@ def test_every_program_is_a_running_container_of_its_hosts_project(docker_lab: L
 
 @pytest.mark.docker
 @pytest.mark.slow
+@pytest.mark.long
 def test_each_container_competes_for_the_cpu_as_its_own_processes(docker_lab: LabLayout) -> None:
     """The kernel's view: every container's cgroup sits under the root of the cpu hierarchy,
     weighed as docker_runtime says, not all under one podman parent sharing a single weight
@@ -103,6 +105,7 @@ def test_each_container_competes_for_the_cpu_as_its_own_processes(docker_lab: La
 
 @pytest.mark.docker
 @pytest.mark.slow
+@pytest.mark.long
 def test_a_sigkilled_database_container_leaves_no_lock_for_its_next_start(
     docker_lab: LabLayout,
 ) -> None:
@@ -136,6 +139,7 @@ def test_a_sigkilled_database_container_leaves_no_lock_for_its_next_start(
 
 @pytest.mark.docker
 @pytest.mark.slow
+@pytest.mark.long
 def test_resilience_scenarios_pass_on_the_docker_fault_path(
     docker_lab: LabLayout, tmp_path: Path
 ) -> None:
@@ -195,6 +199,7 @@ def _epoch(stamp: str) -> float:
 
 @pytest.mark.docker
 @pytest.mark.slow
+@pytest.mark.long
 def test_every_shipped_feature_passes_or_skips_with_its_reason(
     docker_lab: LabLayout, tmp_path: Path
 ) -> None:

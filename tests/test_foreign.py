@@ -342,6 +342,7 @@ def test_a_killed_postmaster_nobody_reaped_does_not_block_its_restart(
     assert d.healthy(layout), d.status(layout)
 
 
+@pytest.mark.long
 def test_a_standby_whose_wal_diverged_is_replaced_by_a_fresh_copy(
     healthy_foreign: d.Layout,
 ) -> None:

@@ -175,6 +175,7 @@ def set_unhealthy_timeout(layout: LabLayout, ms: int) -> None:
         conn.execute("SELECT pg_reload_conf()")
 
 
+@pytest.mark.long
 def test_a_slower_failover_is_flagged_and_an_unchanged_lab_is_not(
     lab: LabLayout, ledger_url: str, tmp_path: Path
 ) -> None:

@@ -115,6 +115,7 @@ def rules_without(layout: LabLayout, alert: str) -> Iterator[None]:
         monitoring.reload(layout)
 
 
+@pytest.mark.long  # the pure check fails this history in test_checks_monitoring
 def test_a_removed_rule_fails_fires_and_the_fault_still_heals(
     lab: LabLayout, tmp_path: Path
 ) -> None:
@@ -129,6 +130,7 @@ def test_a_removed_rule_fails_fires_and_the_fault_still_heals(
     assert not (lab.server_disk(SERVER1) / "gameday-fill").exists()
 
 
+@pytest.mark.long  # the pure check fails this history in test_checks_monitoring
 def test_a_receiver_alertmanager_does_not_send_to_fails_reaches_the_receiver(
     lab: LabLayout, tmp_path: Path
 ) -> None:
@@ -149,6 +151,7 @@ def test_a_receiver_alertmanager_does_not_send_to_fails_reaches_the_receiver(
         in out  # fmt: skip
 
 
+@pytest.mark.long  # the pure check fails this history in test_checks_monitoring
 def test_an_alert_that_never_resolves_fails_resolves(lab: LabLayout, tmp_path: Path) -> None:
     # The deployment's own runbook (a declared command fault, which wins over the lab's
     # built-in disk-fill) whose "heal" leaves the disk full.
@@ -174,6 +177,7 @@ def test_an_alert_that_never_resolves_fails_resolves(lab: LabLayout, tmp_path: P
     assert "HighDiskUsage (server1) had not resolved 15 s after the heal began" in out
 
 
+@pytest.mark.long  # the pure check fails this history in test_checks_monitoring
 def test_an_alert_in_the_steady_state_fails_silence(lab: LabLayout, tmp_path: Path) -> None:
     proc = run_feature(tmp_path, HEADER + (
         "    When 45 seconds pass\n"
@@ -192,6 +196,7 @@ def test_an_alert_in_the_steady_state_fails_silence(lab: LabLayout, tmp_path: Pa
     assert re.search(r"1 alert\(s\) fired during the steady state \([\d.]+ s\): HighCPUUsage", out)
 
 
+@pytest.mark.long  # the pure check fails this history in test_checks_monitoring
 def test_a_stop_condition_heals_within_a_second_and_fails_the_scenario_naming_the_alert(
     lab: LabLayout, tmp_path: Path
 ) -> None:
