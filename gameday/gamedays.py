@@ -235,7 +235,13 @@ def run_pytest(
         pass_fds=tuple(pass_fds),
     )  # fmt: skip
 
+    # The run inherits an ignored SIGINT (nohup, a background job) and would not hear it:
+    # SIGTERM stops it the same way (it heals and ends as aborted).
+    deaf = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
     def forward(signum: int, frame: FrameType | None) -> None:
+        if deaf and signum == signal.SIGINT:
+            signum = signal.SIGTERM
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signum)
 

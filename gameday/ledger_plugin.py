@@ -196,8 +196,11 @@ def _stop(session: pytest.Session, reason: str) -> None:
     config.stash[LEDGER_KEY].stopped = reason
     session.shouldstop = f"stopped: {reason}"
     # A real SIGINT to the main thread: it also wakes a step sleeping through "the fault lasts
-    # 30 seconds" (interrupt_main() would wait for the sleep to end).
-    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+    # 30 seconds" (interrupt_main() would wait for the sleep to end). Started with SIGINT
+    # ignored (nohup, a background job), the session left it ignored: SIGTERM, always
+    # handled, stops it the same way.
+    stop = signal.SIGTERM if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else signal.SIGINT
+    signal.pthread_kill(threading.main_thread().ident or 0, stop)
 
 
 class ScenarioReports:

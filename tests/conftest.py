@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
+import signal
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -23,6 +24,13 @@ from lab import control, health
 from lab.layout import LabLayout
 from lab.wait import poll_until
 from tests.podman import Podman, PodmanUnavailable, start_podman
+
+# Tests press Ctrl-C on the runs they start, as a user's terminal does. A test session started
+# in the background (`make test &`, a CI runner without a terminal) has SIGINT ignored, which
+# every child inherits and the harness rightly leaves ignored: those runs would never hear it.
+# Caught here, SIGINT is back to its default in every process the tests start.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _SCRATCH = Path(tempfile.mkdtemp(prefix="gameday-tests-"))
 for _var, _sub in (

@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -124,10 +125,14 @@ class Project:
             text=True, timeout=timeout,
         )  # fmt: skip
 
-    def popen(self, args: list[str], **env: str) -> subprocess.Popen[str]:
+    def popen(
+        self, args: list[str], *, ignore_sigint: bool = False, **env: str
+    ) -> subprocess.Popen[str]:
+        """`ignore_sigint`: started as nohup or a background job starts it."""
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
         return subprocess.Popen(
             args, cwd=self.folder, env={**self.env, **env}, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=ignore,
         )  # fmt: skip
 
     def pytest_cmd(self, *args: str) -> list[str]:

@@ -265,11 +265,14 @@ def test_a_paused_target_refuses_runs_naming_the_reason_and_who(project: Project
     assert project.gameday("run", "hold").returncode == 0
 
 
+@pytest.mark.parametrize("ignore_sigint", [False, True], ids=["terminal", "nohup"])
 def test_a_pause_stops_a_running_game_day_which_heals_and_fails_naming_it(
-    project: Project,
+    project: Project, ignore_sigint: bool
 ) -> None:
+    """Also when the run was started with SIGINT ignored (nohup, a background job): the
+    session left it ignored, and is stopped by SIGTERM instead."""
     plan = hold_plan(project, 120, "long")
-    run = project.popen([*GAMEDAY, "run", plan])
+    run = project.popen([*GAMEDAY, "run", plan], ignore_sigint=ignore_sigint)
     try:
         wait_for("the fault in effect", lambda: project.marker.exists())
         paused = project.gameday("pause", "--target", "targets/fake.yaml", "--reason",
