@@ -106,8 +106,7 @@ class DatabaseFailover(_LabFault):
         if primary is None:
             raise FaultRefused("the lab's database has no settled primary to fail over")
         self.remember(old_primary=primary.name)
-        url = f"postgresql://postgres@127.0.0.1:{layout.monitor_port}/pg_auto_failover"
-        with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
+        with psycopg.connect(layout.monitor_admin_url, autocommit=True, connect_timeout=2) as conn:
             conn.execute("SELECT pgautofailover.perform_failover('default', 0)")
         # Return once the other node is the settled primary: the scenario then judges a
         # failover that happened. The probes measure the outage from the inject-start event.

@@ -22,12 +22,21 @@ import threading
 import time
 import xmlrpc.client
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lab import configs, docker_runtime, health
-from lab.layout import DB_NAME, DB_USER, PG_BIN, SERVERS, LabLayout
+from lab import configs, docker_runtime, health, network
+from lab.layout import (
+    DB_NAME,
+    DB_USER,
+    LOOPBACK,
+    NETWORK_FILE,
+    OUTSIDE_GROUP,
+    PG_BIN,
+    SERVERS,
+    LabLayout,
+)
 from lab.wait import poll_until
 
 # Not GAMEDAY_LAB_DIR: a user may export that in the shell that runs the harness itself.
@@ -48,6 +57,7 @@ KILL_WAIT_SEC = 5.0
 # machine), and how often it says whom it waits for.
 LOCK_WAIT_SEC = 600.0
 LOCK_NOTE_SEC = 15.0
+DOCKER_NETWORK_NOTE = "the Docker lab's containers share the host's network"
 
 Progress = Callable[[str], None]
 
@@ -144,6 +154,8 @@ def signal_program(layout: LabLayout, name: str, sig: str) -> None:
 
 
 def _group_of(name: str) -> str:
+    if name == "outside":
+        return OUTSIDE_GROUP
     for s in SERVERS:
         if name in (s.backend_program, s.postgres_program, s.redis_program, s.sentinel_program):
             return s.name
@@ -210,6 +222,17 @@ def preflight(layout: LabLayout, runtime: str = "supervisor") -> None:
                 f"`gameday lab down --base-port {layout.base_port}` first"
             )
         return
+    if layout.namespaced:
+        # The lab's own processes are gone (or stopped by `_recover`): what is left that
+        # could be in the way is a route to the lab's range that is not the lab's.
+        foreign = network.foreign_routes(layout.net)
+        if foreign:
+            raise LabError(
+                f"the lab's range {layout.net.lab_range} is already routed on this machine "
+                f"({foreign[0]}); remove that route or pick another block with --base-port / "
+                "GAMEDAY_LAB_BASE_PORT"
+            )
+        return
     busy = [p for p in layout.all_ports() if health.port_open(p)]
     if busy:
         raise LabError(
@@ -222,6 +245,7 @@ def _write_configs(layout: LabLayout, runtime: str = "supervisor") -> None:
     for folder in (layout.state_dir, layout.log_dir, layout.redis_dir, layout.pg_dir):
         folder.mkdir(parents=True, exist_ok=True)
     (layout.state_dir / docker_runtime.RUNTIME_FILE).write_text(runtime + "\n")
+    (layout.state_dir / NETWORK_FILE).write_text(f"{layout.network}\n{layout.network_note}\n")
     (layout.pg_dir / "sockets").mkdir(exist_ok=True)
     layout.pg_runtime_dir.mkdir(mode=0o700, exist_ok=True)
     # The postgres user (when we are root) must be able to walk to its folders.
@@ -241,7 +265,7 @@ def _write_configs(layout: LabLayout, runtime: str = "supervisor") -> None:
     for i, port in enumerate(layout.sentinel_ports(), start=1):
         conf = Path(configs.sentinel_conf_path(layout, i))
         if not conf.exists():
-            conf.write_text(configs.sentinel_conf(layout, port))
+            conf.write_text(configs.sentinel_conf(layout, port, configs.sentinel_group(i)))
 
 
 def _start_supervisord(layout: LabLayout) -> None:
@@ -301,6 +325,8 @@ def up(layout: LabLayout, progress: Progress = _quiet, *, runtime: str | None = 
     def say(msg: str) -> None:
         progress(f"[{time.monotonic() - started:5.1f}s] {msg}")
 
+    if (runtime or docker_runtime.runtime_of(layout)) == "docker" and layout.namespaced:
+        layout = replace(layout, network=LOOPBACK, network_note=DOCKER_NETWORK_NOTE)
     with exclusive(layout, "lab up", say):
         _up(layout, say, runtime)
     elapsed = time.monotonic() - started
@@ -334,6 +360,14 @@ def _up(layout: LabLayout, say: Progress, runtime: str | None) -> None:
         runtime = docker_runtime.runtime_of(layout) if is_running(layout) else "supervisor"
     preflight(layout, runtime)
     _write_configs(layout, runtime)
+    if layout.namespaced:
+        try:
+            network.ensure(layout.net)
+        except network.NetworkError as exc:
+            raise LabError(f"the lab's network: {exc}") from None
+        say(f"network ready: zones in namespaces {layout.net.prefix}*, {layout.net.lab_range}")
+    else:
+        say(f"network: everything on 127.0.0.1 ({layout.network_note})")
     if runtime == "docker":
         docker_runtime.start_engine(layout)
         say(f"container engine running ({docker_runtime.engine(layout).address})")
@@ -342,8 +376,14 @@ def _up(layout: LabLayout, say: Progress, runtime: str | None) -> None:
         say(f"supervisord running ({layout.state_dir})")
 
     s1, s2 = SERVERS
-    start_programs(layout, ["monitor", s1.redis_program, s2.redis_program, "haproxy"])
-    _wait_for(layout, "pg monitor", lambda: health.pg_nodes(layout) is not None, ["monitor"])
+    first = ["monitor", s1.redis_program, s2.redis_program, "haproxy"]
+    start_programs(layout, first + (["outside"] if layout.outside_url else []))
+    _wait_for(
+        layout, "pg monitor",
+        lambda: _open_to_lab(layout, "monitor", layout.monitor_port)
+        and health.pg_nodes(layout) is not None,
+        ["monitor"],
+    )  # fmt: skip
     _tune_monitor(layout)
     say("pg_auto_failover monitor ready")
 
@@ -355,10 +395,13 @@ def _up(layout: LabLayout, say: Progress, runtime: str | None) -> None:
         _wait_for(
             layout,
             "database node_1",
-            lambda: any(
-                n.name == s1.pg_node_name
-                and n.reported_state in ("single", "primary", "secondary", "wait_primary")
-                for n in health.pg_nodes(layout)
+            lambda: (
+                any(
+                    n.name == s1.pg_node_name
+                    and n.reported_state in ("single", "primary", "secondary", "wait_primary")
+                    for n in health.pg_nodes(layout)
+                )
+                and _open_to_lab(layout, s1.pg_node_name, layout.pg_port(s1))
             ),
             [s1.postgres_program, "monitor"],
         )
@@ -368,7 +411,10 @@ def _up(layout: LabLayout, say: Progress, runtime: str | None) -> None:
     _wait_for(
         layout,
         "database pair",
-        lambda: _pg_settled(layout),
+        lambda: (
+            all(_open_to_lab(layout, s.pg_node_name, layout.pg_port(s)) for s in SERVERS)
+            and _pg_settled(layout)
+        ),
         [s1.postgres_program, s2.postgres_program],
         timeout=120,
     )
@@ -387,11 +433,47 @@ def _up(layout: LabLayout, say: Progress, runtime: str | None) -> None:
     )
 
 
+HBA_MARK = "# gameday lab: its network (the harness on the host, the servers in the zones)"
+
+
+def _open_to_lab(layout: LabLayout, pgdata: str, port: int) -> bool:
+    """Let the lab's whole range in (trust, as 127.0.0.1 is): the harness on the host and the
+    servers in the zones connect from addresses pg_autoctl's own rules do not name (it adds
+    one for each node and the monitor, and for the monitor's own subnet). True once done.
+
+    Through the unix socket, which no network namespace stands in front of. pg_autoctl keeps
+    the lines (it only appends its own), and a standby's base backup copies them.
+    """
+    if not layout.namespaced:
+        return True
+    import psycopg
+
+    hba = layout.pgdata(pgdata) / "pg_hba.conf"
+    try:
+        text = hba.read_text()
+    except OSError:
+        return False  # not created yet
+    if HBA_MARK in text:
+        return True
+    lab = layout.net.lab_range
+    lines = [HBA_MARK, f"host all all {lab} trust", f"host replication all {lab} trust"]
+    sockets = str(layout.pg_dir / "sockets")
+    try:
+        with psycopg.connect(host=sockets, port=port, user="postgres", dbname="postgres",
+                             autocommit=True, connect_timeout=2) as conn:  # fmt: skip
+            gap = "" if text.endswith("\n") else "\n"
+            with hba.open("a") as f:
+                f.write(gap + "\n".join(lines) + "\n")
+            conn.execute("SELECT pg_reload_conf()")
+    except psycopg.OperationalError:
+        return False  # not answering yet: the wait asks again
+    return True
+
+
 def _tune_monitor(layout: LabLayout) -> None:
     import psycopg
 
-    url = f"postgresql://postgres@127.0.0.1:{layout.monitor_port}/pg_auto_failover"
-    with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
+    with psycopg.connect(layout.monitor_admin_url, autocommit=True, connect_timeout=2) as conn:
         for name, value in configs.MONITOR_SETTINGS.items():
             conn.execute(f"ALTER SYSTEM SET {name} = {int(value)}")
         conn.execute("SELECT pg_reload_conf()")
@@ -705,12 +787,42 @@ def down(layout: LabLayout, progress: Progress = _quiet) -> None:
         elif lab_processes(layout):
             progress("supervisord is gone; stopping the lab's processes without it")
         stop_lab_processes(layout, progress)
+        _remove_network(layout, progress)
         if layout.state_dir.exists():
             shutil.rmtree(layout.state_dir, ignore_errors=True)
-        busy = [p for p in layout.all_ports() if health.port_open(p)]
-        if busy:
-            raise LabError(f"lab stopped but ports {busy} are still open")
+        if not layout.namespaced:
+            busy = [p for p in layout.all_ports() if health.port_open(p)]
+            if busy:
+                raise LabError(f"lab stopped but ports {busy} are still open")
         progress("lab is down")
+
+
+def _remove_network(layout: LabLayout, progress: Progress) -> None:
+    """Remove the lab's namespaces (with every veth, route and rule in them), whatever network
+    its layout says: a crashed `up` may have made some before its folder said so."""
+    plan = layout.net
+    try:
+        if not network.leftovers(plan):
+            return
+        progress(f"removing the lab's network ({plan.prefix}*)")
+        network.remove(plan)
+    except network.NetworkError as exc:
+        raise LabError(f"the lab's network: {exc}") from None
+
+
+def sweep(layout: LabLayout, progress: Progress = _quiet) -> bool:
+    """What `gameday heal` does for a lab that is no longer running (its supervisord killed):
+    stop the processes it left and remove its network, keeping its folder (`lab up` starts it
+    again on its data). Nothing for a running lab, whose network is its own. True if the lab
+    was dead and is now swept."""
+    with exclusive(layout, "heal", progress):
+        if is_running(layout):
+            return False
+        if lab_processes(layout):
+            progress("the lab's supervisord is gone; stopping the processes it left")
+            stop_lab_processes(layout, progress)
+        _remove_network(layout, progress)
+        return True
 
 
 def status_table(layout: LabLayout) -> tuple[str, bool]:

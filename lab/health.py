@@ -36,6 +36,7 @@ class Component:
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.3) -> bool:
+    """Something accepts connections on host:port (127.0.0.1 unless the lab's network says)."""
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
@@ -67,8 +68,7 @@ class PgNode:
 
 def pg_nodes(layout: LabLayout) -> list[PgNode]:
     """The data nodes as pg_auto_failover's monitor sees them."""
-    url = f"postgresql://postgres@127.0.0.1:{layout.monitor_port}/pg_auto_failover"
-    with psycopg.connect(url, connect_timeout=2, autocommit=True) as conn:
+    with psycopg.connect(layout.monitor_admin_url, connect_timeout=2, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT nodename, nodeport, reportedstate::text, goalstate::text, health"
             " FROM pgautofailover.node ORDER BY nodeid"
@@ -86,6 +86,7 @@ def pg_primary(layout: LabLayout) -> LabServer | None:
 
 def redis_role(layout: LabLayout, server: LabServer) -> dict[str, str]:
     client = redis.Redis(
+        host=layout.server_host(server),
         port=layout.redis_port(server),
         socket_timeout=TIMEOUT_SEC,
         socket_connect_timeout=TIMEOUT_SEC,
@@ -98,8 +99,9 @@ def redis_role(layout: LabLayout, server: LabServer) -> dict[str, str]:
     return {k: str(v) for k, v in info.items()}
 
 
-def sentinel_view(port: int) -> dict[str, str]:
+def sentinel_view(port: int, host: str = "127.0.0.1") -> dict[str, str]:
     client = redis.Redis(
+        host=host,
         port=port,
         socket_timeout=TIMEOUT_SEC,
         socket_connect_timeout=TIMEOUT_SEC,
@@ -112,9 +114,20 @@ def sentinel_view(port: int) -> dict[str, str]:
     return {k: str(v) for k, v in master.items()}
 
 
+def backend_url(layout: LabLayout, server: LabServer) -> str:
+    return f"http://{layout.server_host(server)}:{layout.backend_port(server)}"
+
+
 def backend_health(layout: LabLayout, server: LabServer) -> dict[str, str]:
-    resp = httpx.get(f"http://127.0.0.1:{layout.backend_port(server)}/health", timeout=TIMEOUT_SEC)
+    resp = httpx.get(backend_url(layout, server) + "/health", timeout=TIMEOUT_SEC)
     resp.raise_for_status()
+    return {k: str(v) for k, v in resp.json().items()}
+
+
+def egress(layout: LabLayout, server: LabServer) -> dict[str, str]:
+    """What the server's zone reaches of the internet: its backend's `GET /egress` (the lab's
+    own health check of the zone's NAT, from inside the zone)."""
+    resp = httpx.get(backend_url(layout, server) + "/egress", timeout=TIMEOUT_SEC * 2)
     return {k: str(v) for k, v in resp.json().items()}
 
 
@@ -178,7 +191,7 @@ def components(layout: LabLayout) -> list[Component]:
     )  # fmt: skip
     groups = [SERVERS[0].name, SERVERS[1].name, "control"]
     for i, port in enumerate(layout.sentinel_ports()):
-        view, err = _ask(sentinel_view, port)
+        view, err = _ask(sentinel_view, port, layout.host_of(groups[i]))
         if view is None:
             rows.append(Component(f"sentinel{i + 1}", groups[i], port, False, "sentinel", err))
             continue
@@ -198,4 +211,30 @@ def components(layout: LabLayout) -> list[Component]:
         rows.append(
             Component(s.backend_program, s.name, layout.backend_port(s), ok, "backend", detail)
         )
+    if layout.namespaced:
+        rows += _nat_rows(layout)
+    return rows
+
+
+def _nat_rows(layout: LabLayout) -> list[Component]:
+    """One row per zone's NAT: the zone reaches the internet, through its own NAT's address
+    (asked from inside the zone, through its backend). A zone whose NAT is down, or that
+    leaves through another zone's NAT, is not healthy."""
+    rows = []
+    for s in SERVERS:
+        nat = layout.net.nat(s.zone)
+        answer, err = _ask(egress, layout, s)
+        own = layout.net.nat_public_address(s.zone)
+        if answer is None:
+            rows.append(Component(nat, f"zone {s.zone}", layout.outside_port, False, "nat", err))
+            continue
+        source = answer.get("source")
+        ok = answer.get("ok") == "True" and source == own
+        if ok:
+            detail = f"{s.zone} -> internet as {own}"
+        elif answer.get("ok") == "True":
+            detail = f"{s.zone} leaves as {source}, not its own NAT's {own}"
+        else:
+            detail = f"no egress from zone {s.zone}: {answer.get('error', '?')}"
+        rows.append(Component(nat, f"zone {s.zone}", layout.outside_port, ok, "nat", detail))
     return rows
