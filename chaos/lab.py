@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 from typing import ClassVar
 
 from chaos.base import Fault, FaultError, FaultRefused
@@ -56,6 +57,16 @@ def kill_program(layout: LabLayout, program: str) -> None:
     ):  # fmt: skip
         return
     raise FaultError(f"{program} did not stop after SIGKILL")
+
+
+def sweep_dead_lab(target: Target, log: Callable[[str], None]) -> list[str]:
+    """After the journal's faults are healed: a lab of `target` whose supervisord was killed
+    leaves processes and its network (namespaces, veths, rules) behind; stop and remove them
+    (the folder stays for the next `lab up`). A running lab is left alone."""
+    try:
+        return control.sweep(layout_of(target), progress=log)
+    except (control.LabError, OSError) as exc:
+        raise FaultError(f"the dead lab's leftovers: {exc}") from None
 
 
 class _LabFault(Fault):

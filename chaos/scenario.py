@@ -102,6 +102,12 @@ class ScenarioFaults:
         down = {a.fault.params.get("server") for a in self.session.active}
         return [s.name for s in self.target.servers if s.name not in down]
 
+    def heal(self) -> None:
+        """Heal every fault of the scenario now ("the fault is healed"), each recorded like any
+        heal, so the Then-steps can judge what came after it; the scenario's end heals
+        nothing twice."""
+        self.session.heal_all()
+
     def budget(self, probe: str, failures: int) -> None:
         """At most `failures` failed samples of `probe` while a fault is in effect."""
         self.budgets[probe] = failures

@@ -57,6 +57,8 @@ KILL_WAIT_SEC = 5.0
 # machine), and how often it says whom it waits for.
 LOCK_WAIT_SEC = 600.0
 LOCK_NOTE_SEC = 15.0
+WAL_SENDER_TIMEOUT = "5s"
+MAX_CONNECTIONS = 300
 DOCKER_NETWORK_NOTE = "the Docker lab's containers share the host's network"
 
 Progress = Callable[[str], None]
@@ -292,7 +294,7 @@ def _start_supervisord(layout: LabLayout) -> None:
     raise LabError(f"supervisord did not start; see {layout.log_dir / 'supervisord.log'}")
 
 
-def _ensure_schema(layout: LabLayout) -> None:
+def _ensure_schema(layout: LabLayout) -> bool:
     import psycopg
 
     from lab.app.schema import ensure_schema
@@ -311,6 +313,7 @@ def _ensure_schema(layout: LabLayout) -> None:
             f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO {DB_USER}"
         )
     ensure_schema(layout.db_writer_url)
+    return True
 
 
 def up(layout: LabLayout, progress: Progress = _quiet, *, runtime: str | None = None) -> float:
@@ -406,6 +409,7 @@ def _up(layout: LabLayout, say: Progress, runtime: str | None) -> None:
             [s1.postgres_program, "monitor"],
         )
         _checkpoint(layout)
+        _restart_for_settings(layout)
     # An existing cluster (roles may have swapped after a failover): start whatever is down.
     start_programs(layout, [s1.postgres_program, s2.postgres_program])
     _wait_for(
@@ -419,7 +423,13 @@ def _up(layout: LabLayout, say: Progress, runtime: str | None) -> None:
         timeout=120,
     )
     say("database primary + synchronous standby ready")
-    _ensure_schema(layout)
+    # Retried: right after a heal the primary may still be full of connections a probe held
+    # while its writes waited for the standby (it lets them go within seconds).
+    _wait_for(
+        layout, "schema and products",
+        lambda: _ensure_schema(layout),
+        [s1.postgres_program, s2.postgres_program],
+    )  # fmt: skip
     say("schema and products in place")
 
     start_programs(layout, [s.sentinel_program for s in SERVERS] + ["sentinel3"])
@@ -485,13 +495,42 @@ def _checkpoint(layout: LabLayout) -> None:
     pg_basebackup asks for a *spread* checkpoint; right after CREATE DATABASE there are
     thousands of dirty buffers and it then waits minutes. An immediate CHECKPOINT first makes
     the spread one instant. A shorter checkpoint_timeout bounds later rebuilds the same way.
+
+    The settings go to postgresql.auto.conf, which the base backup copies to node 2 too.
+    wal_sender_timeout: a standby cut off by a partition holds every synchronous commit until
+    its walsender gives up on it (30 s as pg_autoctl sets it); 5 s, as the monitor's other
+    timeouts are short in the lab. max_connections (needs the restart that follows): while
+    commits wait, a writer at a fixed rate holds a connection per write in flight (the
+    harness's ledger writer keeps up to rate x timeout of them), on top of the backends'
+    pools; PostgreSQL's 100 run out.
     """
     import psycopg
 
     with psycopg.connect(layout.db_node_url(SERVERS[0], "postgres"), autocommit=True) as conn:
         conn.execute("ALTER SYSTEM SET checkpoint_timeout = '60s'")
+        conn.execute(f"ALTER SYSTEM SET wal_sender_timeout = '{WAL_SENDER_TIMEOUT}'")
+        conn.execute(f"ALTER SYSTEM SET max_connections = {MAX_CONNECTIONS}")
         conn.execute("SELECT pg_reload_conf()")
         conn.execute("CHECKPOINT")
+
+
+def _restart_for_settings(layout: LabLayout) -> None:
+    """Restart node 1's postgres (before any standby clones it) so that settings needing a
+    restart apply: a fast shutdown of its postmaster, which its pg_autoctl starts again."""
+    import psycopg
+
+    server = SERVERS[0]
+    pidfile = layout.pgdata(server.pg_node_name) / "postmaster.pid"
+    os.kill(int(pidfile.read_text().split()[0]), signal.SIGINT)
+    sockets = str(layout.pg_dir / "sockets")
+
+    def restarted() -> bool:
+        with psycopg.connect(host=sockets, port=layout.pg_port(server), user="postgres",
+                             dbname="postgres", connect_timeout=2) as conn:  # fmt: skip
+            row = conn.execute("SHOW max_connections").fetchone()
+        return row is not None and int(row[0]) == MAX_CONNECTIONS
+
+    _wait_for(layout, "database node_1 restarted", restarted, [server.postgres_program])
 
 
 def _pg_settled(layout: LabLayout) -> bool:
@@ -810,19 +849,23 @@ def _remove_network(layout: LabLayout, progress: Progress) -> None:
         raise LabError(f"the lab's network: {exc}") from None
 
 
-def sweep(layout: LabLayout, progress: Progress = _quiet) -> bool:
-    """What `gameday heal` does for a lab that is no longer running (its supervisord killed):
-    stop the processes it left and remove its network, keeping its folder (`lab up` starts it
-    again on its data). Nothing for a running lab, whose network is its own. True if the lab
-    was dead and is now swept."""
+def sweep(layout: LabLayout, progress: Progress = _quiet) -> list[str]:
+    """What `gameday heal` does for a lab that no longer runs (its supervisord killed): stop
+    the processes it left and remove its network, keeping its folder (`lab up` starts it again
+    on its data). Nothing for a running lab, whose network is its own. Returns what it did."""
+    done: list[str] = []
     with exclusive(layout, "heal", progress):
         if is_running(layout):
-            return False
-        if lab_processes(layout):
-            progress("the lab's supervisord is gone; stopping the processes it left")
+            return done
+        left = lab_processes(layout)
+        if left:
+            progress(f"the lab's supervisord is gone; stopping the {_processes(len(left))} it left")
             stop_lab_processes(layout, progress)
-        _remove_network(layout, progress)
-        return True
+            done.append(f"stopped {_processes(len(left))} of a dead lab")
+        if network.leftovers(layout.net):
+            _remove_network(layout, progress)
+            done.append(f"removed the network of a dead lab ({layout.net.prefix}*)")
+    return done
 
 
 def status_table(layout: LabLayout) -> tuple[str, bool]:
