@@ -25,7 +25,7 @@ from typing import Any
 
 from gameday import load
 from gameday.stats import nearest_rank_of_counts
-from gameday.target import Target
+from gameday.target import Target, path_safe
 from gameday.verdict import Verdict, failed, passed
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -246,7 +246,8 @@ def baseline_path(
 ) -> Path:
     if not name or "/" in name or name.startswith("."):
         raise BaselineError(f"--name {name!r}: must be a plain file name")
-    return (directory or baselines_dir()) / f"{target_name}-{name}.json"
+    # The target's name is free text: only its path-safe form becomes part of a file name.
+    return (directory or baselines_dir()) / f"{path_safe(target_name)}-{name}.json"
 
 
 def git_revision() -> str:

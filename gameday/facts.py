@@ -4,23 +4,45 @@ Acceptance steps gather facts here and hand them to the pure checks in `gameday.
 Every question goes to the real endpoint the target names (the load balancer, the database
 writer, the cache's primary endpoint, the sentinels) with a bounded timeout; clients are made
 inside each function, never at import time.
+
+Bounds: an HTTP request is bounded as a whole (`entrypoint.timeout_sec` from the first byte
+sent to the last byte read), not per read, so a server trickling one byte a second is given up
+on; requests are paced to the target's `load.max_rps`; no check sends more than
+`MAX_CHECK_REQUESTS`. Passwords reach the clients through `gameday.secrets` (a libpq password
+file, a redis credential provider), never inside a string a traceback could show.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import json
+import socket
 import statistics
+import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
 
+from gameday.secrets import pg_conninfo, redact, redis_client
 from gameday.target import Cache, Database, LoadBalancer, Orders, Target
+
+# No acceptance check sends more than this many requests, whatever the target or step says.
+MAX_CHECK_REQUESTS = 1000
+# Bodies are read for a JSON field or a few words of text: never more than this.
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class LoadCapError(ValueError):
+    """A check would send more than the target's caps allow (one line saying which)."""
 
 
 @dataclass(frozen=True)
@@ -32,10 +54,92 @@ class HttpAnswer:
     error: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
+    detail: str | None = None  # the transport error's own words, when there was no answer
 
 
 def _client(target: Target) -> httpx.Client:
     return httpx.Client(base_url=target.entrypoint.url, timeout=target.entrypoint.timeout_sec)
+
+
+# The sockets each client opened (kept alive between its requests): what a deadline cuts.
+_client_sockets: weakref.WeakKeyDictionary[httpx.Client, list[socket.socket]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class Deadline:
+    """A whole-request time limit: when it passes, the request's sockets are shut down.
+
+    httpx's timeouts bound each read, so a server that sends one byte a second is never timed
+    out. Shutting the socket down wakes the blocked read at once, whatever phase (headers, body)
+    it is in. Pass `trace` as the request's `trace` extension (httpcore calls it with each new
+    connection); use as a context manager around the request. `sockets` is where the client's
+    sockets are kept across requests: a request on a kept-alive connection opens none.
+    """
+
+    def __init__(self, seconds: float, sockets: list[socket.socket] | None = None) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = [] if sockets is None else sockets
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event != "connection.connect_tcp.complete":
+            return
+        sock = info["return_value"].get_extra_info("socket")
+        with self._lock:
+            self._sockets[:] = [s for s in self._sockets if s.fileno() != -1]  # closed ones
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def __enter__(self) -> Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._timer.cancel()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+_pace_lock = threading.Lock()
+_next_send: dict[str, float] = {}
+
+
+def _pace(target: Target) -> None:
+    """Wait until this target's `load.max_rps` allows one more request from the checks."""
+    rps = target.load.max_rps
+    if rps is None:
+        return
+    key = target.identity()
+    with _pace_lock:
+        now = time.monotonic()
+        at = max(now, _next_send.get(key, now))
+        _next_send[key] = at + 1.0 / rps
+    if at > now:
+        time.sleep(at - now)
+
+
+def _capped(target: Target, requests: int, what: str) -> None:
+    if requests > MAX_CHECK_REQUESTS:
+        raise LoadCapError(
+            f"{what} would send {requests} requests to {target.name}: a check sends at most "
+            f"{MAX_CHECK_REQUESTS}"
+        )
 
 
 def server_of(served_by: str | None) -> str | None:
@@ -46,17 +150,34 @@ def server_of(served_by: str | None) -> str | None:
 def request(
     client: httpx.Client, target: Target, method: str, path: str, **kwargs: Any
 ) -> HttpAnswer:
-    """One request; a transport error is an answer too (status None, error set)."""
+    """One request, bounded as a whole by `entrypoint.timeout_sec` and paced to `load.max_rps`;
+    a transport error is an answer too (status None, error set)."""
+    _pace(target)
+    limit = target.entrypoint.timeout_sec
     started = time.monotonic()
+    deadline = Deadline(limit, _client_sockets.setdefault(client, []))
     try:
-        resp = client.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        return HttpAnswer(path, None, time.monotonic() - started, error=type(exc).__name__)
+        with (
+            deadline,
+            client.stream(method, path, extensions={"trace": deadline.trace}, **kwargs) as resp,
+        ):
+            data = b""
+            for chunk in resp.iter_bytes():
+                data += chunk
+                if len(data) >= MAX_BODY_BYTES:
+                    break
+    except Exception as exc:  # any transport failure, httpx-mapped or not, is an answer
+        took = time.monotonic() - started
+        if deadline.expired:
+            detail = f"no complete answer within {limit:g} s"
+            return HttpAnswer(path, None, took, error="timeout", detail=detail)
+        return HttpAnswer(path, None, took, error=type(exc).__name__, detail=redact(str(exc)))
     duration = time.monotonic() - started
+    text = data.decode(resp.encoding or "utf-8", errors="replace")
     try:
-        body = resp.json()
+        body = json.loads(text)
     except ValueError:
-        body = resp.text[:200]
+        body = text[:200]
     return HttpAnswer(
         path,
         resp.status_code,
@@ -82,6 +203,7 @@ class Rotation:
 
 
 def rotation_sample(target: Target, requests: int) -> Rotation:
+    _capped(target, requests, "the rotation sample")
     answered: Counter[str] = Counter()
     refused: Counter[str] = Counter()
     with _client(target) as client:
@@ -94,12 +216,21 @@ def rotation_sample(target: Target, requests: int) -> Rotation:
     return Rotation(answered, refused)
 
 
+STATS_TIMEOUT_SEC = 2.0
+
+
 def _lb_stats(lb: LoadBalancer) -> list[dict[str, str]]:
     """HAProxy's statistics CSV, one dict per proxy row."""
     if lb.kind != "haproxy":
         raise NotImplementedError(f"reading the statistics of a {lb.kind} load balancer")
     if lb.stats_url:
-        resp = httpx.get(lb.stats_url.rstrip("/") + ";csv", timeout=2.0)
+        with (
+            httpx.Client(timeout=STATS_TIMEOUT_SEC) as client,
+            Deadline(STATS_TIMEOUT_SEC) as deadline,
+        ):
+            resp = client.get(
+                lb.stats_url.rstrip("/") + ";csv", extensions={"trace": deadline.trace}
+            )
         resp.raise_for_status()
         text = resp.text
     elif lb.stats_socket:
@@ -131,15 +262,16 @@ def lb_requests_total(lb: LoadBalancer) -> int:
 
 
 def _haproxy_socket(path: str, command: str) -> str:
-    import socket
-
+    deadline = time.monotonic() + STATS_TIMEOUT_SEC
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(2.0)
+        sock.settimeout(STATS_TIMEOUT_SEC)
         sock.connect(path)
         sock.sendall(command.encode() + b"\n")
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{path}: no complete answer within {STATS_TIMEOUT_SEC:g} s")
     return b"".join(chunks).decode()
 
 
@@ -164,7 +296,7 @@ class ReplicationFacts:
 def replication(db: Database) -> ReplicationFacts:
     import psycopg
 
-    with psycopg.connect(db.writer_url, autocommit=True) as conn:
+    with psycopg.connect(pg_conninfo(db.writer_url), autocommit=True) as conn:
         names = conn.execute("SHOW synchronous_standby_names").fetchone()
         rows = conn.execute(
             "SELECT application_name, state, sync_state,"
@@ -272,11 +404,7 @@ def write_and_read_order(target: Target, within_sec: float) -> OrderReadBack:
 
 
 def _redis(url: str) -> Any:
-    import redis
-
-    return redis.Redis.from_url(
-        url, socket_timeout=2.0, socket_connect_timeout=2.0, decode_responses=True
-    )
+    return redis_client(url, socket_timeout=2.0, socket_connect_timeout=2.0, decode_responses=True)
 
 
 @dataclass(frozen=True)
@@ -356,6 +484,7 @@ def cache_aside_rounds(target: Target, cache: Cache, rounds: int) -> list[CacheA
     """
     product_path, product_key = target.app.product_path, target.app.product_key
     assert product_path is not None and product_key is not None
+    _capped(target, 2 * rounds, "the cache-aside check")
     client_r = _redis(cache.url)
     out = []
     try:
@@ -425,6 +554,7 @@ def session_across_servers(target: Target, tries: int = 12) -> SessionTrial:
         k: (v.format(user=user) if isinstance(v, str) else v)
         for k, v in sessions.login_body.items()
     }
+    _capped(target, tries + 1, "the session check")
     with _client(target) as client:
         login = request(client, target, "POST", sessions.login_path, json=body)
         token = login.body.get(sessions.token_field) if isinstance(login.body, dict) else None
@@ -444,10 +574,38 @@ def session_across_servers(target: Target, tries: int = 12) -> SessionTrial:
     return SessionTrial(login, checks)
 
 
-def rate_limit_statuses(target: Target) -> list[int | None]:
-    """`requests + 1` requests as a fresh user; their statuses in order."""
+def rate_limit_refusal(target: Target) -> str | None:
+    """Why the rate-limit check must not run on this target, or None.
+
+    It sends `requests + 1` requests within `window_sec` (else the limit is never reached):
+    more than `load.max_rps` allows in that window, or than a check may send, is refused.
+    """
     limit = target.app.rate_limit
     assert limit is not None
+    needed = limit.requests + 1
+    where = target.source or target.name
+    if needed > MAX_CHECK_REQUESTS:
+        return (
+            f"{where}: app.rate_limit.requests is {limit.requests}: the check would send "
+            f"{needed} requests, more than the {MAX_CHECK_REQUESTS} one check may send"
+        )
+    rps = target.load.max_rps
+    if rps is not None and needed > rps * limit.window_sec:
+        return (
+            f"{where}: the rate-limit check needs {needed} requests within "
+            f"{limit.window_sec} s (app.rate_limit), more than load.max_rps {rps:g} allows "
+            f"({rps * limit.window_sec:g})"
+        )
+    return None
+
+
+def rate_limit_statuses(target: Target) -> list[int | None]:
+    """`requests + 1` requests as a fresh user, paced to `load.max_rps`; their statuses."""
+    limit = target.app.rate_limit
+    assert limit is not None
+    refusal = rate_limit_refusal(target)
+    if refusal is not None:
+        raise LoadCapError(refusal)
     user = f"gameday-{uuid.uuid4().hex}"
     with _client(target) as client:
         return [

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from gameday import facts
+from gameday.gherkin import check_feature_file
 from gameday.needs import declared_needs, first_unmet
 from gameday.run import Run
 from gameday.scenario import Scenario
@@ -98,6 +99,7 @@ class FeatureFile(pytest.Module):
     """A Gherkin file collected as if a module had called `scenarios()` on it."""
 
     def _getobj(self) -> types.ModuleType:
+        check_feature_file(self.path)  # a misspelled keyword is an error, not a skipped step
         module = types.ModuleType(f"feature_{self.path.stem}")
         module.__file__ = str(self.path)
         # scenarios() puts its tests into its caller's module namespace: call it from code
@@ -269,10 +271,10 @@ def _ensure_lab(state: GamedaySession, target: Target, say: Any) -> None:
 def entrypoint_problem(target: Target) -> str | None:
     """Why the entrypoint cannot be used, or None when it answers at all."""
     url = target.entrypoint.url.rstrip("/") + target.entrypoint.health_path
-    try:
-        httpx.get(url, timeout=target.entrypoint.timeout_sec)
-    except Exception as exc:  # whatever stops us reaching it is the one line to show
-        return f"{redact(url)} does not answer ({type(exc).__name__}: {exc})"
+    # Bounded as a whole (entrypoint.timeout_sec): a server trickling bytes is given up on.
+    answer = facts.health(target)
+    if answer.status is None:
+        return f"{redact(url)} does not answer ({answer.error}: {answer.detail})"
     return None
 
 

@@ -18,7 +18,7 @@ from gameday.clock import Clock
 from gameday.history import HistoryWriter, Mark, Record, RunHeader, read_history
 from gameday.report import VerdictRecord, write_report
 from gameday.secrets import redact
-from gameday.target import Target
+from gameday.target import Target, path_safe
 from gameday.verdict import Verdict
 
 REPORTS_ENV = "GAMEDAY_REPORTS_DIR"
@@ -65,7 +65,8 @@ class Run:
     ) -> Run:
         parent = parent if parent is not None else reports_dir()
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        run_id = f"{stamp}-{target.name}"
+        # The name is free text ("../../etc" included): only its path-safe form names a folder.
+        run_id = f"{stamp}-{path_safe(target.name)}"
         folder = parent / run_id
         suffix = 1
         while folder.exists():  # two runs in the same second

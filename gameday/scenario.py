@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 POLL_SEC = 0.25
 PROGRESS_SEC = 5.0
+# How long "the deployment is healthy" waits for a steady state before refusing to start.
+STEADY_WAIT_SEC = 30.0
 # Every probe is bounded even if a scenario forgets to end: at most this long.
 MAX_PROBE_SEC = 600
 # No hold ("the fault lasts 10 seconds") lasts longer than this, whatever the scenario says.
@@ -264,6 +266,26 @@ class Scenario:
         return write_keys(
             self.target.cache.url, seconds=min(seconds, MAX_HOLD_SEC), clock=self.run.clock
         )
+
+    def steady_state(self, within_sec: float = STEADY_WAIT_SEC) -> list[Verdict]:
+        """The steady state a fault starts from, waited for (bounded): a deployment that was
+        healed a moment ago may still be putting a server back into rotation (a load
+        balancer's rise count, nginx's fail_timeout). Past `within_sec` the last verdicts
+        stand, and a failed one refuses the scenario."""
+        from gameday import deployment
+
+        latest: list[Verdict] = []
+
+        def judge() -> Verdict:
+            nonlocal latest
+            latest = deployment.steady_state(self.target)
+            bad = next((v for v in latest if not v.ok), None)
+            return bad or latest[0]
+
+        self.wait_for(
+            judge, deadline=self.run.clock.now() + within_sec, waiting_for="the steady state"
+        )
+        return latest
 
     def hold(self, seconds: float) -> None:
         """Let time pass (bounded), the probes and faults going on meanwhile."""

@@ -8,13 +8,23 @@ are required: a scenario that needs a role the target lacks is skipped with that
 Values may use `${VAR}` or `${VAR:-default}`; secrets belong in the environment, never in the
 file. Loading validates everything and fails with one line naming the file, the field and the
 problem (`TargetError`), before anything is touched.
+
+A target file is untrusted input: only a regular file of at most `MAX_TARGET_BYTES` is read
+(never a FIFO, a device or a folder, which would hang or crash the reader), it must be UTF-8,
+its YAML may nest at most `MAX_YAML_DEPTH` levels and hold at most `MAX_YAML_VALUES` values
+with its aliases expanded (a 600-byte alias bomb is refused, not expanded), a key given twice
+is an error, and every number has a range.
 """
 
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 import re
+import shlex
+import stat
+import string
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -29,10 +39,19 @@ from pydantic import (
     model_validator,
 )
 
-from gameday.secrets import redact, register_secret
+from gameday.secrets import redact, register_secret, register_url_passwords
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 DEFAULT_TARGET = "lab"
+
+# The limits of a target file (the largest real one is a few KB and 300 values).
+MAX_TARGET_BYTES = 1024 * 1024
+MAX_YAML_DEPTH = 32
+MAX_YAML_VALUES = 10_000
+# Harness-wide caps that the target's own numbers must stay within.
+MAX_USERS = 1000  # = gameday.load.MAX_USERS (which imports this module)
+MAX_RPS = 100_000.0
+MAX_ID = 2**63 - 1  # PostgreSQL's bigint
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Keys whose interpolated values are secrets even outside a URL.
@@ -43,8 +62,29 @@ class TargetError(Exception):
     """A target file cannot be used. `str()` is the one line to show the user."""
 
 
+def _no_blanks(value: str) -> None:
+    # A space or control character makes a URL that one client reads one way and another
+    # differently (or refuses only when the scenario runs): refuse it when the file is read.
+    bad = next((c for c in value if c.isspace() or not c.isprintable()), None)
+    if bad is not None:
+        what = "a space" if bad == " " else f"the character {bad!r}"
+        raise ValueError(f"{_short(value)} holds {what}")
+
+
+def _short(value: str, limit: int = 80) -> str:
+    """The repr of a value for a message: redacted, and cut short (one line, not a page)."""
+    shown = redact(repr(value))
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
+
+
+def _port_ok(port: str, value: str) -> None:
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{_short(value)} has a bad port {port[:12]!r} (1..65535)")
+
+
 def _url(schemes: tuple[str, ...]) -> AfterValidator:
     def check(value: str) -> str:
+        _no_blanks(value)
         parts = urlsplit(value)
         if parts.scheme not in schemes:
             raise ValueError(f"{value!r} is not a URL with scheme {' or '.join(schemes)}")
@@ -53,9 +93,12 @@ def _url(schemes: tuple[str, ...]) -> AfterValidator:
         if not hosts or any(not h.split(":")[0] for h in hosts.split(",")):
             raise ValueError(f"{value!r} has no host")
         for h in hosts.split(","):
-            port = h.rpartition(":")[2] if ":" in h else ""
-            if port and not port.isdigit():
-                raise ValueError(f"{value!r} has a bad port {port!r}")
+            if h.startswith("["):  # [::1]:8080
+                port = h.rpartition("]")[2].removeprefix(":")
+                if h.endswith(":") or port:
+                    _port_ok(port, value)
+            elif ":" in h:
+                _port_ok(h.rpartition(":")[2], value)
         return value
 
     return AfterValidator(check)
@@ -68,11 +111,62 @@ RedisUrl = Annotated[str, _url(("redis", "rediss"))]
 
 def _path(value: str) -> str:
     if not value.startswith("/"):
-        raise ValueError(f"{value!r} must start with /")
+        raise ValueError(f"{_short(value)} must start with /")
+    _no_blanks(value)
     return value
 
 
 UrlPath = Annotated[str, AfterValidator(_path)]
+
+
+def _blankless(value: str) -> str:
+    _no_blanks(value)
+    return value
+
+
+def _template(*names: str) -> AfterValidator:
+    """A text with `{id}`-style fields filled in at run time: only these fields, well formed."""
+
+    def check(value: str) -> str:
+        _no_blanks(value)
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"{_short(value)}: {exc}") from None
+        for f in fields:
+            if f not in names:
+                known = " or ".join("{" + n + "}" for n in names)
+                raise ValueError(f"{_short(value)} uses {{{f}}}: only {known} is filled in")
+        return value
+
+    return AfterValidator(check)
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def _header(value: str) -> str:
+    # RFC 9110 field names: an empty or spaced name is refused by every HTTP client, but only
+    # when the scenario sends it.
+    if not _TOKEN.match(value):
+        raise ValueError(f"{_short(value)} is not an HTTP header name")
+    return value
+
+
+HeaderName = Annotated[str, AfterValidator(_header)]
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or any(c.isspace() for c in host):
+        raise ValueError(f"{_short(value)} is not host:port")
+    _port_ok(port, value)
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_host_port)]
+
+MAX_FAULT_TIMEOUT_SEC = 3600.0
 
 
 class _Model(BaseModel):
@@ -90,8 +184,10 @@ class Entrypoint(_Model):
 
     url: HttpUrl
     health_path: UrlPath = "/health"
-    served_by_header: str = "X-Served-By"
-    timeout_sec: float = Field(default=2.0, gt=0)
+    served_by_header: HeaderName = "X-Served-By"
+    # The whole request (connect, headers, body), not each read: a server trickling bytes is
+    # given up on after this.
+    timeout_sec: float = Field(default=2.0, gt=0, le=120)
 
 
 class LoadBalancer(_Model):
@@ -110,7 +206,7 @@ class LoadBalancer(_Model):
     status_url: HttpUrl | None = None
     backend: str = "servers"
     # How long the load balancer takes to take a dead server out (checks x interval).
-    detection_sec: float = Field(default=2.0, gt=0)
+    detection_sec: float = Field(default=2.0, gt=0, le=600)
 
     @model_validator(mode="after")
     def _fields_of_its_kind(self) -> LoadBalancer:
@@ -128,8 +224,8 @@ class Database(_Model):
     writer_url: PostgresUrl
     reader_url: PostgresUrl | None = None
     synchronous: bool = True
-    max_replica_lag_sec: float = Field(default=5.0, gt=0)
-    replica_read_within_sec: float = Field(default=2.0, gt=0)
+    max_replica_lag_sec: float = Field(default=5.0, gt=0, le=3600)
+    replica_read_within_sec: float = Field(default=2.0, gt=0, le=600)
 
 
 class Persistence(_Model):
@@ -146,7 +242,7 @@ class Cache(_Model):
     kind: Literal["redis"] = "redis"
     url: RedisUrl
     # host:port of each Sentinel, when a Sentinel (not ElastiCache) manages failover.
-    sentinels: list[str] = []
+    sentinels: list[HostPort] = []
     master_name: str | None = None
     persistence: Persistence | None = None
     # Who promotes the replica: sentinel (with `sentinels`), managed (ElastiCache fails over
@@ -155,7 +251,7 @@ class Cache(_Model):
     failover: Literal["sentinel", "managed", "none"] | None = None
     # host:port of every Redis node (master and replicas): asked one by one whether they take
     # writes, so a split brain (two masters) is seen. Optional.
-    nodes: list[str] = []
+    nodes: list[HostPort] = []
 
     @model_validator(mode="after")
     def _sentinels_for_sentinel(self) -> Cache:
@@ -189,6 +285,8 @@ def _engine(value: str) -> str:
         port = parts.port
     except ValueError:
         raise ValueError(f"{value!r} has a bad port") from None
+    if port == 0:
+        raise ValueError(f"{value!r} has a bad port 0 (1..65535)")
     if parts.scheme == "tcp" and port is None:
         raise ValueError(f"{value!r} needs a port (2376 with TLS, 2375 without)")
     if parts.path not in ("", "/"):
@@ -273,17 +371,17 @@ class Orders(_Model):
     """
 
     method: Literal["POST", "PUT", "PATCH"] = "POST"
-    create_path: UrlPath = "/api/orders"
+    create_path: Annotated[str, AfterValidator(_path), _template("id")] = "/api/orders"
     id_from: Literal["answer", "client"] = "answer"
-    read_path: UrlPath = "/api/orders/{id}"
+    read_path: Annotated[str, AfterValidator(_path), _template("id")] = "/api/orders/{id}"
     body: dict[str, Any] = {"item": "gameday-probe", "quantity": 1}
     id_field: str = Field(default="id", min_length=1)
     # The statuses that acknowledge a write (default: any 2xx).
     success_codes: list[Annotated[int, Field(ge=100, le=599)]] | None = None
     # null: the API has no idempotency keys (a write retried by the harness is never resent).
-    idempotency_header: str | None = Field(default="Idempotency-Key", min_length=1)
+    idempotency_header: HeaderName | None = "Idempotency-Key"
     # null: the read path is consistent as it is.
-    consistent_read_query: str | None = "consistent=true"
+    consistent_read_query: Annotated[str, AfterValidator(_blankless)] | None = "consistent=true"
 
     @model_validator(mode="after")
     def _ids_have_a_place(self) -> Orders:
@@ -305,15 +403,17 @@ class Orders(_Model):
 class Sessions(_Model):
     login_path: UrlPath = "/api/login"
     login_body: dict[str, Any] = {"user": "{user}"}
-    token_field: str = "session"
+    token_field: str = Field(default="session", min_length=1)
     whoami_path: UrlPath = "/api/me"
 
 
 class RateLimit(_Model):
-    requests: int = Field(default=100, gt=0)
-    window_sec: int = Field(default=60, gt=0)
+    # The acceptance check sends requests + 1 within window_sec: it is skipped, saying why,
+    # when that is more than load.max_rps or the harness's own cap allows.
+    requests: int = Field(default=100, gt=0, le=1_000_000)
+    window_sec: int = Field(default=60, gt=0, le=86_400)
     path: UrlPath = "/api/products/1"
-    user_header: str = "X-User-Id"
+    user_header: HeaderName = "X-User-Id"
 
 
 class App(_Model):
@@ -321,11 +421,13 @@ class App(_Model):
     Each part can be switched off with null; the scenarios that need it are then skipped."""
 
     # null: the application has no products (cache-aside and the shop's load are skipped).
-    product_path: UrlPath | None = "/api/products/{id}"
+    product_path: Annotated[str, AfterValidator(_path), _template("id")] | None = (
+        "/api/products/{id}"
+    )
     # The cache key of a product (cache-aside): the acceptance check evicts it to force a miss.
-    product_key: str | None = "product:{id}"
-    product_id: int = 1
-    cache_header: str = "X-Cache"
+    product_key: Annotated[str, _template("id")] | None = "product:{id}"
+    product_id: int = Field(default=1, ge=0, le=MAX_ID)
+    cache_header: HeaderName = "X-Cache"
     orders: Orders | None = Orders()
     sessions: Sessions | None = Sessions()
     rate_limit: RateLimit | None = RateLimit()
@@ -353,15 +455,26 @@ FAULT_PLACEHOLDERS = ("server", "zone", "mode", "service", "peer")
 _FAULT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+def _command_line(value: str) -> str:
+    # Quotes that do not close would make the fault unrunnable at the worst moment: its heal.
+    if not value.strip():
+        raise ValueError("an empty command")
+    try:
+        shlex.split(value)
+    except ValueError as exc:
+        raise ValueError(f"{_short(value)}: {exc}") from None
+    return value
+
+
 class DeclaredFault(_Model):
     """A command fault the target declares (chaos/command.py runs it): your own commands
     inject, heal and check it, locally or over SSH."""
 
-    inject: str = Field(min_length=1)
-    heal: str = Field(min_length=1)
-    check: str | None = Field(default=None, min_length=1)
+    inject: Annotated[str, AfterValidator(_command_line)]
+    heal: Annotated[str, AfterValidator(_command_line)]
+    check: Annotated[str, AfterValidator(_command_line)] | None = None
     ssh: str | None = Field(default=None, pattern=r"^[^\s-][^\s]*$")
-    timeout_sec: float = Field(default=60.0, gt=0, le=3600)
+    timeout_sec: float = Field(default=60.0, gt=0, le=MAX_FAULT_TIMEOUT_SEC)
     label: str | None = Field(default=None, min_length=1)
 
 
@@ -373,8 +486,8 @@ class Load(_Model):
     times the users, plus the probes' own rates.
     """
 
-    max_users: int | None = Field(default=None, gt=0)
-    max_rps: float | None = Field(default=None, gt=0)
+    max_users: int | None = Field(default=None, gt=0, le=MAX_USERS)
+    max_rps: float | None = Field(default=None, gt=0, le=MAX_RPS)
 
 
 class LabSettings(_Model):
@@ -476,7 +589,7 @@ class AwsDatabase(_Model):
     # A prefix of the engine version the deployment promises ("15" matches 15.x).
     engine_version: str | None = None
     port: int = Field(default=5432, gt=0, lt=65536)
-    min_backup_retention_days: int = Field(default=7, ge=0)
+    min_backup_retention_days: int = Field(default=7, ge=0, le=35)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> AwsDatabase:
@@ -499,8 +612,8 @@ class AwsBackups(_Model):
 
     bucket: str = Field(min_length=3)
     prefix: str = ""
-    interval_hours: float = Field(default=24.0, gt=0)
-    slack_hours: float = Field(default=1.0, ge=0)
+    interval_hours: float = Field(default=24.0, gt=0, le=24 * 366)
+    slack_hours: float = Field(default=1.0, ge=0, le=24 * 31)
 
 
 class Aws(_Model):
@@ -532,7 +645,8 @@ class Aws(_Model):
 
 
 class Target(_Model):
-    name: str = Field(min_length=1)
+    # Free text for people; `path_safe` makes it a file name (reports/, baselines/).
+    name: str = Field(min_length=1, max_length=200)
     provider: Literal["lab", "docker", "aws", "generic"]
     description: str = ""
     allow_destructive: bool = False
@@ -687,26 +801,192 @@ def _lab_target_text() -> tuple[str, str]:
     return render_target(layout), f"lab (base port {layout.base_port})"
 
 
+def path_safe(name: str, limit: int = 64) -> str:
+    """A target's name as one file or folder name: letters, digits, `.`, `_` and `-` only,
+    never `.` or `..`, at most `limit` characters.
+
+    A name is free text for people; used as written, `../../etc` would put a run's files
+    outside reports/ and `a/b` would need folders that do not exist.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:limit].strip("._")
+    return safe or "target"
+
+
 def load_target(name_or_path: str) -> Target:
     if name_or_path == DEFAULT_TARGET:
         text, shown = _lab_target_text()
         return _parse_target(text, shown)
     path = resolve_target_path(name_or_path)
     shown = _shown(path)
-    if not path.exists():
+    return _parse_target(_read_target_file(path, shown), shown)
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_a_file(shown: str, mode: int) -> TargetError:
+    kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
+    return TargetError(f"{shown}: is {kind}, not a target file (a YAML file)")
+
+
+def _read_target_file(path: Path, shown: str) -> str:
+    """The file's text, or one line saying why it cannot be a target file.
+
+    Only a regular file is opened, and without blocking: opening a FIFO for reading waits for a
+    writer forever, and a device never ends. At most `MAX_TARGET_BYTES` are read.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
         known = ", ".join(sorted(p.stem for p in TARGETS_DIR.glob("*.yaml")))
-        raise TargetError(f"{shown}: no such target file (known targets: {known})")
-    return _parse_target(path.read_text(), shown)
+        raise TargetError(f"{shown}: no such target file (known targets: {known})") from None
+    except OSError as exc:
+        raise TargetError(f"{shown}: cannot read it: {_os_error(exc)}") from None
+    except ValueError:  # a NUL byte in the name
+        raise TargetError(f"{shown}: is not a file name") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise _not_a_file(shown, info.st_mode)
+    if info.st_size > MAX_TARGET_BYTES:
+        raise TargetError(_too_big(shown, info.st_size))
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise TargetError(f"{shown}: cannot read it: {_os_error(exc)}") from None
+    data = b""
+    try:
+        # Swapped for something else since the stat? Judge what was opened.
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_a_file(shown, mode)
+        while len(data) <= MAX_TARGET_BYTES:
+            chunk = os.read(fd, MAX_TARGET_BYTES + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError as exc:
+        raise TargetError(f"{shown}: cannot read it: {_os_error(exc)}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_TARGET_BYTES:  # it grew while we read it
+        raise TargetError(_too_big(shown, len(data)))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise TargetError(
+            f"{shown}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+            "a target file is UTF-8 YAML"
+        ) from None
+
+
+def _too_big(shown: str, size: int) -> str:
+    return (
+        f"{shown}: is {size:,} bytes; a target file may have at most {MAX_TARGET_BYTES:,} "
+        f"bytes ({MAX_TARGET_BYTES / 2**20:g} MiB)"
+    )
+
+
+def _os_error(exc: OSError) -> str:
+    why = exc.strerror or type(exc).__name__
+    if exc.errno == errno.ELOOP:
+        why += " (a symlink loop?)"
+    return why
+
+
+# libyaml when the wheel has it (10x faster on big files), else PyYAML's own parser.
+_YamlLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _TargetLoader(_YamlLoader):  # type: ignore[misc]
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the constructor says so below
+                continue
+            if first is not None:
+                raise _ShapeError(
+                    line, f"key {_short(str(key), 60)} is given twice (first on line {first})"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep)  # type: ignore[no-any-return]
+
+
+def _check_shape(text: str) -> None:
+    """Refuse deep nesting and alias bombs from the parser's events, before anything is built.
+
+    A value's size counts its aliases expanded: `&a [*b, *b, ...]` nine levels deep is 600
+    bytes of text and a billion values once the harness walks it.
+    """
+    depth = 0
+    values = 0
+    sizes: dict[str, int] = {}  # anchor -> values of its node, aliases expanded
+    open_: list[tuple[str | None, int]] = []  # collections being read: (anchor, values then)
+    for event in yaml.parse(text, Loader=_YamlLoader):
+        line = event.start_mark.line + 1 if event.start_mark is not None else 0
+        if isinstance(event, yaml.ScalarEvent):
+            values += 1
+            if event.anchor:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.AliasEvent):
+            # An anchor being (re)defined around its own alias is a cycle, whatever came before.
+            if any(anchor == event.anchor for anchor, _ in open_):
+                raise _ShapeError(line, f"alias *{event.anchor} is inside its own anchor")
+            values += sizes.get(event.anchor or "", 0)  # unknown: the loader reports it
+        elif isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            values += 1
+            if depth > MAX_YAML_DEPTH:
+                raise _ShapeError(line, f"nested deeper than {MAX_YAML_DEPTH} levels")
+            open_.append((event.anchor, values))
+            sizes.pop(event.anchor or "", None)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+            anchor, before = open_.pop()
+            if anchor:
+                sizes[anchor] = values - before + 1
+        if values > MAX_YAML_VALUES:
+            raise _ShapeError(
+                line,
+                f"more than {MAX_YAML_VALUES:,} values with aliases expanded (an alias bomb?)",
+            )
+
+
+class _ShapeError(Exception):
+    def __init__(self, line: int, problem: str) -> None:
+        super().__init__(f"line {line}: {problem}")
 
 
 def _parse_target(text: str, shown: str) -> Target:
     try:
-        raw = yaml.safe_load(text)
+        _check_shape(text)
+        raw = yaml.load(text, Loader=_TargetLoader)  # a SafeLoader: no Python objects
+    except _ShapeError as exc:
+        raise TargetError(f"{shown}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise TargetError(f"{shown}: {where}invalid YAML: {problem}") from None
+        raise TargetError(f"{shown}: {where}invalid YAML: {_one_line(problem)}") from None
+    except (ValueError, OverflowError, RecursionError) as exc:
+        # A value YAML parses but Python cannot hold (an integer of 5,000 digits).
+        raise TargetError(f"{shown}: invalid YAML: {_one_line(str(exc))}") from None
+    if raw is None:
+        raise TargetError(f"{shown}: is empty (a target needs name, provider and entrypoint)")
     if not isinstance(raw, dict):
         raise TargetError(f"{shown}: the file must be a mapping of roles, not {type(raw).__name__}")
     raw = _interpolate(raw, shown, ())
@@ -717,11 +997,21 @@ def _parse_target(text: str, shown: str) -> Target:
     return target.model_copy(update={"source": shown})
 
 
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(redact(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+    """The file as the user named it (relative to here when inside), printable on one line.
+
+    Symlinks are not resolved: a loop would raise, and the user knows the name they gave.
+    """
+    absolute = os.path.abspath(path)
+    here = os.getcwd()
+    shown = os.path.relpath(absolute, here) if absolute.startswith(here + os.sep) else str(path)
+    # A newline or an undecodable byte in a file name must not break the one line.
+    return shown if shown.isprintable() else repr(shown)
 
 
 def _interpolate(node: Any, shown: str, where: tuple[str | int, ...]) -> Any:
@@ -731,6 +1021,13 @@ def _interpolate(node: Any, shown: str, where: tuple[str | int, ...]) -> Any:
         return [_interpolate(v, shown, (*where, i)) for i, v in enumerate(node)]
     if not isinstance(node, str) or "${" not in node:
         return node
+    rest = _VAR.sub("", node)
+    if "${" in rest:
+        start = rest.index("${")
+        raise TargetError(
+            f"{shown}: {_dotted(where)}: {rest[start : start + 24]!r} is not ${{VAR}} or "
+            "${VAR:-default} (unterminated, or not a variable name)"
+        )
 
     def sub(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
@@ -745,7 +1042,11 @@ def _interpolate(node: Any, shown: str, where: tuple[str | int, ...]) -> Any:
             register_secret(value)
         return value
 
-    return _VAR.sub(sub, node)
+    value = _VAR.sub(sub, node)
+    # A password inside a URL (postgresql://app:${PW}@db) is a secret whatever its variable's
+    # name: registered in both spellings, as written and percent-decoded (as libpq reads it).
+    register_url_passwords(value)
+    return value
 
 
 def _dotted(loc: tuple[str | int, ...]) -> str:
@@ -767,11 +1068,20 @@ def _first_error(exc: ValidationError) -> str:
     msg = str(err["msg"]).removeprefix("Value error, ")
     value = err.get("input")
     if kind == "literal_error":
-        msg = f"{value!r} is not one of {msg.removeprefix('Input should be ')}"
+        found = _short(value) if isinstance(value, str) else repr(value)[:80]
+        msg = f"{found} is not one of {msg.removeprefix('Input should be ')}"
     elif kind != "value_error" and isinstance(value, str | int | float | bool):
         # pydantic's own messages ("Input should be greater than 0") do not say what was found.
-        msg = f"{msg}, got {redact(repr(value))}"
+        shown = _short(value) if isinstance(value, str) else _number(value)
+        msg = f"{msg}, got {shown}"
         if kind == "string_type" and isinstance(value, int):
             msg += " (a number: quote it, as YAML reads 0123 as octal and drops zeros)"
+    msg = _one_line(msg, 300)
     # A check across fields (a model validator) names its own field in its message.
     return f"{_dotted(loc)}: {msg}" if loc else msg
+
+
+def _number(value: int | float | bool) -> str:
+    text = repr(value)
+    # A 10^30 id is shown as such, not as 31 digits.
+    return text if len(text) <= 20 else f"a number of {len(text)} digits ({text[:6]}...)"

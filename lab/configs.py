@@ -90,6 +90,11 @@ frontend web
 
 backend servers
     balance roundrobin
+    # A backend that dies mid-request: resend the request to the other server, as a
+    # production HAProxy in front of stateless backends does; never a POST, which the dead
+    # server may have applied already.
+    retry-on conn-failure empty-response response-timeout
+    http-request disable-l7-retry if METH_POST
     option httpchk GET /health
     http-check expect status 200
     default-server {check}

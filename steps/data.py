@@ -5,7 +5,7 @@ from __future__ import annotations
 from pytest_bdd import parsers, then, when
 
 from gameday import checks, facts
-from gameday.needs import App, Cache, Role, Servers, needs
+from gameday.needs import App, Cache, Check, Role, Servers, needs
 from gameday.scenario import Scenario
 from gameday.target import Target
 
@@ -123,7 +123,7 @@ def session_valid(scenario: Scenario, session_trial: facts.SessionTrial) -> None
     "a fresh user sends one request more than the rate limit allows",
     target_fixture="rate_statuses",
 )
-@needs(App("rate_limit"))
+@needs(App("rate_limit"), Check(lambda target, _: facts.rate_limit_refusal(target)))
 def exceed_rate_limit(target: Target) -> list[int | None]:
     return facts.rate_limit_statuses(target)
 

@@ -44,4 +44,4 @@ def lb_reports_up(scenario: Scenario, target: Target, rotation: facts.Rotation) 
 @given("the deployment is healthy")
 def deployment_healthy(scenario: Scenario) -> None:
     """The steady state a fault starts from: refuse to break an unhealthy deployment."""
-    scenario.judge_all(deployment.steady_state(scenario.target))
+    scenario.judge_all(scenario.steady_state())

@@ -13,7 +13,6 @@ from pytest_bdd import given, parsers, then, when
 from chaos.scenario import FaultNeed, ScenarioFaults
 from gameday.checks.cache import CacheWrite
 from gameday.needs import ORDINALS, NthServer, Role, Servers, Zone, needs, nth_server
-from gameday.needs import Cache as CacheNeed
 from gameday.scenario import Scenario
 
 # "the first server", "the last server": servers of any deployment by their place.
@@ -223,7 +222,7 @@ def keys_written(scenario: Scenario, seconds: float) -> list[CacheWrite]:
         "every cache write acknowledged more than {grace:g} seconds before the restart survived"
     )
 )
-@needs(CacheNeed("persistence"))
+@needs(Role("cache"))
 def cache_writes_survived(scenario: Scenario, cache_writes: list[CacheWrite], grace: float) -> None:
     scenario.judge(scenario.cache_writes_survived(cache_writes, grace))
 

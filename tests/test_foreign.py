@@ -233,6 +233,11 @@ def test_a_fault_round_trips(healthy_foreign: d.Layout, name: str, step: dict[st
         fault.heal()
     assert not fault.in_effect()
     assert d.healthy(layout), d.status(layout)
+    # Healed means back in rotation: nginx rests a node that refused a request for 3 s after
+    # it answers again, and a heal that returned then would leave the entrypoint without it.
+    back = step.get("server") or ("node-1" if name == "zone-outage" else None)
+    if back is not None:
+        assert (200, back) in _answers(layout, 4), _answers(layout, 4)
     healed = _snapshot(layout)
     if name == "kill-backend":
         assert healed[step["server"]] not in (None, before[step["server"]])  # a new process
@@ -286,6 +291,80 @@ def test_a_fault_on_a_broken_pair_is_refused(healthy_foreign: d.Layout) -> None:
     finally:
         crash.heal()
     assert d.healthy(layout)
+
+
+# -- repairs on a busy machine ---------------------------------------------------------------
+
+
+def _zombie() -> subprocess.Popen[bytes]:
+    """A child that has exited and that we have not waited for, PostgreSQL's user's like a
+    postmaster (another user's pid is no postmaster of PostgreSQL's: it ignores it)."""
+    child = subprocess.Popen(["true"], **d._pg_user())
+    d.wait_for("the child exits", lambda: (d._proc_stat(child.pid) or ("Z",))[0] == "Z", 30)
+    return child
+
+
+def test_a_killed_postmaster_nobody_reaped_does_not_block_its_restart(
+    healthy_foreign: d.Layout,
+) -> None:
+    layout = healthy_foreign
+    # Nothing of the deployment is our child: init reaps what a fault kills.
+    for name in (*d.PG_NODES, *d.REDIS_NODES, "nginx", "node-1-supervisor"):
+        pid = d.pid_of(layout, name)
+        assert pid is not None, name
+        ppid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+        assert ppid != os.getpid(), name
+    primary = d.load_state(layout).pg_primary
+    standby = d.other(d.PG_NODES, primary)
+    socket_lock = layout.pg_sock / f".s.PGSQL.{layout.pg_port(standby)}.lock"
+    d.stop_pg(layout, standby)
+    # The lock files a SIGKILLed postmaster leaves, naming a pid that is alive: refused...
+    holder = subprocess.Popen(["sleep", "60"], **d._pg_user())  # PostgreSQL's user, as its own
+    try:
+        for lock in (socket_lock, layout.pg_data(standby) / "postmaster.pid"):
+            lock.write_text(f"{holder.pid}\n")
+            d._chown_pg(lock)
+        with pytest.raises(d.DeploymentError, match="lock file"):
+            d.start_pg(layout, standby)
+    finally:
+        holder.kill()
+        holder.wait()
+    # ...and naming a zombie, which PostgreSQL takes for a live postmaster: started.
+    zombie = _zombie()
+    try:
+        for lock in (socket_lock, layout.pg_data(standby) / "postmaster.pid"):
+            lock.write_text(f"{zombie.pid}\n")
+            d._chown_pg(lock)
+        d.start_pg(layout, standby)
+    finally:
+        zombie.wait()
+    assert d.follows(layout, standby, primary, 60)
+    assert d.healthy(layout), d.status(layout)
+
+
+def test_a_standby_whose_wal_diverged_is_replaced_by_a_fresh_copy(
+    healthy_foreign: d.Layout,
+) -> None:
+    layout = healthy_foreign
+    primary = d.load_state(layout).pg_primary
+    standby = d.other(d.PG_NODES, primary)
+    d.stop_pg(layout, standby)
+    data = layout.pg_data(standby)
+    # What pg_rewind's first step does to a standby's data: single-user crash recovery, which
+    # writes checkpoint records of its own on the primary's timeline.
+    (data / "standby.signal").unlink()
+    proc = subprocess.run(
+        [str(d.PG_BIN / "postgres"), "--single", "-D", str(data), "template1"], input="",
+        capture_output=True, text=True, timeout=120, cwd="/", **d._pg_user(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    d._write_pg_config(layout, standby, primary=primary)
+    d.start_pg(layout, standby)
+    assert d.pg_role(layout, standby) == "standby"
+    assert not d.follows(layout, standby, primary, 10)  # it streams, and replays nothing
+    d.repair_database(layout)
+    assert d.database_pair(layout)[0], d.database_pair(layout)
+    assert d.follows(layout, standby, primary, 60)
 
 
 # -- acknowledged writes across database faults ----------------------------------------------

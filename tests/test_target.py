@@ -373,3 +373,45 @@ def test_cli_check_shows_faults_and_plans_scenarios_without_printing_secrets(
     assert "scenarios: " in out and " of " in out
     assert "skipped features/acceptance/cache.feature: The cache has an online replica: " in out
     assert "target 'secretive' has no cache role" in out
+
+
+def test_anchors_and_aliases_within_the_bounds_still_work(tmp_path: Path) -> None:
+    # Aliases are bounded, not banned: sharing a block between servers is ordinary YAML.
+    text = MINIMAL + (
+        "servers:\n"
+        "  - &server {name: s1, zone: a, url: 'http://127.0.0.1:8001'}\n"
+        "  - {<<: *server, name: s2, zone: b}\n"
+    )
+    target = load_target(str(write(tmp_path, text)))
+    assert [(s.name, s.zone, s.url) for s in target.servers] == [
+        ("s1", "a", "http://127.0.0.1:8001"),
+        ("s2", "b", "http://127.0.0.1:8001"),
+    ]
+
+
+def test_a_command_fault_with_inject_and_heal_loads(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        "faults:\n  nginx-down:\n    inject: systemctl stop nginx\n"
+        "    heal: systemctl start nginx\n    timeout_sec: '90'\n"
+    )
+    assert load_target(str(write(tmp_path, text))).faults["nginx-down"].timeout_sec == 90
+
+
+def test_a_password_inside_a_url_is_redacted_alone_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A variable named like anything: the URL shape says it is a password. Its decoded
+    # spelling (what libpq sends, and may quote in an error) is registered as well.
+    monkeypatch.setenv("GAMEDAY_TEST_DB_PW", "pa%24%24word-42")
+    text = MINIMAL + "database:\n  writer_url: postgresql://app:${GAMEDAY_TEST_DB_PW}@db/shop\n"
+    load_target(str(write(tmp_path, text)))
+    assert (
+        redact("auth failed for pa$$word-42 and pa%24%24word-42") == "auth failed for *** and ***"
+    )
+
+
+def test_a_symlink_is_named_as_given_and_read_through(tmp_path: Path) -> None:
+    real = write(tmp_path, MINIMAL + "colour: blue\n", "real.yaml")
+    link = tmp_path / "link.yaml"
+    link.symlink_to(real)
+    assert error_of(link) == f"{link}: colour: unknown key"

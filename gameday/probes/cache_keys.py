@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from gameday.checks.cache import CacheWrite
 from gameday.clock import Clock
 from gameday.probes.schedule import FixedRate, Tick
+from gameday.secrets import redis_client
 
 KEY_TTL_SEC = 3600
 SOCKET_TIMEOUT_SEC = 2.0
@@ -29,7 +30,8 @@ def write_keys(
     import redis
 
     run = uuid.uuid4().hex[:8]
-    client = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_SEC)
+    client = redis_client(url, socket_timeout=SOCKET_TIMEOUT_SEC)
+    del url  # a traceback with locals (pytest -l) would print it, password and all
     writes: list[CacheWrite] = []
     lock = threading.Lock()
 
@@ -56,9 +58,8 @@ def write_keys(
 
 def keys_present(url: str, keys: Sequence[str]) -> set[str]:
     """Which of `keys` the cache has now."""
-    import redis
-
-    client = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_SEC)
+    client = redis_client(url, socket_timeout=SOCKET_TIMEOUT_SEC)
+    del url  # a traceback with locals (pytest -l) would print it, password and all
     try:
         found: set[str] = set()
         for start in range(0, len(keys), 500):

@@ -30,6 +30,7 @@ from gameday.checks.schedule import ScheduleReport
 from gameday.clock import Clock
 from gameday.history import Sample
 from gameday.probes.schedule import FixedRate, Tick
+from gameday.secrets import pg_conninfo, redis_client
 from gameday.target import Target
 
 TIMEOUT_SEC = 1.0
@@ -42,9 +43,10 @@ def database_nodes(writer_url: str) -> list[str]:
     return [h if ":" in h else f"{h}:5432" for h in netloc.split(",") if h]
 
 
-def node_url(writer_url: str, node: str) -> str:
-    """The writer URL pointed at one node, without the multi-host attributes."""
-    parts = urlsplit(writer_url)
+def node_url(url: str, node: str) -> str:
+    """A store's URL (the database writer's, the cache's) pointed at one node (host:port),
+    its user, password and database kept, without libpq's multi-host attributes."""
+    parts = urlsplit(url)
     user = parts.netloc.rpartition("@")[0]
     netloc = f"{user}@{node}" if user else node
     keep = [
@@ -86,6 +88,7 @@ class WritableNodesProbe:
             if target.cache is None or not target.cache.nodes:
                 raise ValueError(f"target {target.name!r} declares no cache.nodes")
             self.nodes = list(target.cache.nodes)
+            self._cache_url = target.cache.url
             self._prefix = f"gameday:{run_id}:writable:"
             self._write = self._write_cache
         # Each tick asks every node in turn, each bounded by the timeout.
@@ -142,16 +145,14 @@ class WritableNodesProbe:
             import psycopg
 
             return psycopg.connect(
-                node_url(self._url, node), autocommit=True, connect_timeout=int(TIMEOUT_SEC),
+                pg_conninfo(node_url(self._url, node)), autocommit=True,
+                connect_timeout=int(TIMEOUT_SEC),
                 options="-c synchronous_commit=local -c statement_timeout=1000",
                 # A node whose network went dark drops packets: fail, do not wait on TCP.
                 tcp_user_timeout=int(TIMEOUT_SEC * 1000),
             )  # fmt: skip
-        import redis
-
-        host, _, port = node.rpartition(":")
-        return redis.Redis(
-            host=host, port=int(port), socket_timeout=TIMEOUT_SEC,
+        return redis_client(
+            node_url(self._cache_url, node), socket_timeout=TIMEOUT_SEC,
             socket_connect_timeout=TIMEOUT_SEC, retry_on_timeout=False,
         )  # fmt: skip
 

@@ -32,6 +32,7 @@ from gameday.facts import read_path, write_request, written_id
 from gameday.history import ReadBack, Sample
 from gameday.probes.http import error_kind
 from gameday.probes.schedule import FixedRate, Tick
+from gameday.secrets import pg_conninfo, redis_client
 from gameday.target import Target
 
 LEDGER_TABLE = "gameday_ledger"
@@ -177,7 +178,9 @@ class LedgerProbe(WriteProbe):
     def __init__(self, target: Target, *, run_id: str, name: str = "ledger", **kw: Any) -> None:
         if target.database is None:
             raise ValueError(f"target {target.name!r} has no database role")
-        self._url = target.database.writer_url
+        # The password moves to a libpq password file: no string psycopg holds (and a
+        # traceback with locals would show) carries it.
+        self._conninfo = pg_conninfo(target.database.writer_url)
         self._run_id = run_id
         self._local = threading.local()
         super().__init__(name=name, timeout_sec=kw.pop("timeout_sec", 5.0), **kw)
@@ -190,7 +193,7 @@ class LedgerProbe(WriteProbe):
         # packets dropped, no reset) fails after the probe's timeout instead of waiting for
         # TCP to give up (about 15 minutes), which would silence the probe for the outage.
         return psycopg.connect(
-            self._url, autocommit=True, connect_timeout=max(1, int(self._timeout)),
+            self._conninfo, autocommit=True, connect_timeout=max(1, int(self._timeout)),
             tcp_user_timeout=int(self._timeout * 1000),
         )  # fmt: skip
 
@@ -270,13 +273,12 @@ class CacheProbe(WriteProbe):
         self._client = self._make_client()
 
     def _make_client(self, *, retries: int = 0) -> Any:
-        import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
         # redis-py retries failed commands by default: that would turn an outage into slow
         # successes (and a write sent twice). The writes must see every failure.
-        return redis.Redis.from_url(
+        return redis_client(
             self._url,
             socket_timeout=self._timeout,
             socket_connect_timeout=self._timeout,

@@ -165,6 +165,16 @@ def make_handler(name: str, pool: Pool) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The listen backlog. socketserver's default, 5, is full after a few requests arrive while
+    # the process waits for a CPU (a busy machine): the kernel then drops new connections,
+    # nginx's connect times out after proxy_connect_timeout (1 s), and its passive health
+    # check (max_fails=1) rests the node, both nodes at once under the same load: 502s for
+    # every client though both processes are alive. A real server listens with a deep queue.
+    request_queue_size = 512
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True)
@@ -175,8 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     ports = [int(p) for p in args.db_ports.split(",")]
     pool = Pool(conninfo(ports, os.environ.get("FOREIGN_DB_PASSWORD", "")))
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(args.name, pool))
-    server.daemon_threads = True
+    server = Server(("127.0.0.1", args.port), make_handler(args.name, pool))
     server.serve_forever()
 
 

@@ -59,6 +59,13 @@ ZONES = {"node-1": "a", "node-2": "b"}
 PORT_BLOCK = 50
 RESTART_DELAY_SEC = 2.0
 POLL_SEC = 0.2
+# spawn()'s launcher: the program in the background as a session leader (setsid does not fork
+# there: the background child leads no process group), its output to the log (stderr), its pid
+# on stdout. `$!` is the program's own pid.
+_DETACH = 'setsid "$@" >&2 </dev/null & echo $!'
+# How long a standby (restarted, rewound) may take to replay what its primary writes now
+# before it is given up for a fresh base backup. Generous: it is a few seconds when it works.
+FOLLOW_SEC = 30.0
 
 
 class DeploymentError(Exception):
@@ -253,15 +260,27 @@ def spawn(
     env: dict[str, str] | None = None,
 ) -> int:
     """Start a long-running program in a session of its own (a Ctrl-C or the death of
-    whoever started it does not reach it) and record its pid before returning."""
+    whoever started it does not reach it), detached, and record its pid before returning.
+
+    Detached: a shell starts it in the background and exits, so its parent is init, which
+    reaps it when it dies. A child of ours would stay a zombie until we waited for it, and the
+    pytest process that starts the deployment waits for nothing while a feature run lasts:
+    PostgreSQL takes a zombie's pid in a lock file for a live postmaster and refuses to start
+    (`lock file ".s.PGSQL.N.lock" already exists`) after a crash fault killed it."""
     with log.open("ab") as out:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=cwd or layout.folder,
-            env={**os.environ, **(env or {})}, **(_pg_user() if as_postgres else {}),
+        shell = subprocess.run(
+            ["/bin/sh", "-c", _DETACH, "detach", *argv], stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=out, cwd=cwd or layout.folder,
+            env={**os.environ, **(env or {})}, start_new_session=True, timeout=60,
+            **(_pg_user() if as_postgres else {}),
         )  # fmt: skip
-    record_pid(layout, name, proc.pid)
-    return proc.pid
+    try:
+        pid = int(shell.stdout.strip())
+    except ValueError:
+        program = Path(argv[0]).name
+        raise DeploymentError(f"{name}: could not start {program}: {_tail(log)}") from None
+    record_pid(layout, name, pid)
+    return pid
 
 
 def run_checked(argv: list[str], *, as_postgres: bool = False, timeout: float = 120) -> str:
@@ -322,6 +341,19 @@ def _tail(path: Path, lines: int = 1) -> str:
     except FileNotFoundError:
         return "(no log)"
     return " | ".join(text[-lines:]) if text else "(empty log)"
+
+
+def _fatal(log: Path, since: int) -> str:
+    """Why a PostgreSQL start failed: the last FATAL or PANIC line it logged (its last line,
+    "database system is shut down", says nothing), else its last line."""
+    try:
+        with log.open("rb") as f:
+            f.seek(since)
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return "(no log)"
+    fatal = [line for line in lines if "FATAL:" in line or "PANIC:" in line]
+    return (fatal or lines or ["(empty log)"])[-1].strip()
 
 
 # -- HTTP ------------------------------------------------------------------------------------
@@ -456,15 +488,15 @@ def start_pg(layout: Layout, node: str, timeout: float = 60) -> None:
     if pid_of(layout, node) is not None:
         return
     data = layout.pg_data(node)
-    # Ours is dead (we checked): a postmaster.pid it left would only confuse the start.
-    (data / "postmaster.pid").unlink(missing_ok=True)
+    _clear_stale_locks(layout, node)
     log = layout.folder / node / "postgres.log"
+    since = log.stat().st_size if log.exists() else 0
     pid = spawn(layout, node, [str(PG_BIN / "postgres"), "-D", str(data)], log=log,
                 as_postgres=True)  # fmt: skip
 
     def ready() -> bool:
         if _proc_stat(pid) is None or pid_of(layout, node) is None:
-            raise DeploymentError(f"{node} exited at start: {_tail(log)}")
+            raise DeploymentError(f"{node} exited at start: {_fatal(log, since)}")
         with pg_connect(layout, node):
             return True
 
@@ -481,6 +513,32 @@ def start_pg(layout: Layout, node: str, timeout: float = 60) -> None:
             raise DeploymentError(f"{node} does not accept connections after {timeout:g} s: "
                                   f"{_tail(log)}")  # fmt: skip
         time.sleep(POLL_SEC)
+
+
+def _lock_files(layout: Layout, node: str) -> list[Path]:
+    return [layout.pg_data(node) / "postmaster.pid",
+            layout.pg_sock / f".s.PGSQL.{layout.pg_port(node)}.lock"]  # fmt: skip
+
+
+def _clear_stale_locks(layout: Layout, node: str) -> None:
+    """Before a postmaster or pg_rewind starts on the node: kill what is left of a postmaster
+    that died (a backend outlives a SIGKILL of its postmaster for a moment) and delete the
+    lock files whose pid is dead or a zombie. PostgreSQL deletes a dead pid's lock itself, but
+    takes a zombie (a killed postmaster its parent has not reaped yet, init included: it reaps
+    within about 2 s here) for a live postmaster. A live pid's lock stays: its postmaster is
+    running, and the start says so."""
+    if pid_of(layout, node) is not None:
+        return
+    for pid in pg_processes(layout, node):
+        stop_process(pid, signal.SIGKILL, timeout=10)
+    for lock in _lock_files(layout, node):
+        try:
+            holder = int(lock.read_text().split("\n", 1)[0].strip())
+        except (FileNotFoundError, ValueError):
+            continue
+        stat = _proc_stat(holder)
+        if stat is None or stat[0] in ("Z", "X"):
+            lock.unlink(missing_ok=True)
 
 
 def stop_pg(layout: Layout, node: str) -> None:
@@ -568,44 +626,172 @@ def _init_primary(layout: Layout, node: str) -> None:
         )
 
 
-def _rebuild_standby(layout: Layout, node: str, primary: str) -> None:
-    """Make `node` a standby of `primary`: pg_rewind what it has (a crashed or stopped old
-    primary; it runs crash recovery first), else a fresh pg_basebackup."""
-    stop_pg(layout, node)
+def _cluster_state(layout: Layout, node: str) -> str:
+    """pg_controldata's "Database cluster state" of the node's data ("" when unreadable)."""
+    try:
+        out = run_checked([str(PG_BIN / "pg_controldata"), "-D", str(layout.pg_data(node))],
+                          as_postgres=True, timeout=60)  # fmt: skip
+    except (DeploymentError, subprocess.TimeoutExpired):
+        return ""
+    for line in out.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Database cluster state":
+            return value.strip()
+    return ""
+
+
+def _data_kind(layout: Layout, node: str) -> str:
+    """What the node's data directory holds, which decides how it becomes a standby:
+    none         nothing usable: a base backup
+    interrupted  a rewind or base backup was cut short: a base backup
+    standby      a standby's data (running, stopped or crashed), or a base backup or rewind
+                 that never started: start it as a standby, as it is. Never pg_rewind it: a
+                 crashed standby's single-user crash recovery (pg_rewind's first step) writes
+                 checkpoint records of its own on the primary's timeline, pg_rewind then sees
+                 the same timeline and rewinds nothing, and the standby can never replay the
+                 primary's WAL at those addresses ("invalid record length" forever)
+    primary      an old primary (shut down, or crashed in production): pg_rewind, which finds
+                 where its timeline left the new primary's"""
     data = layout.pg_data(node)
-    rewound = False
-    if (data / "PG_VERSION").exists():
-        # Single-user crash recovery (pg_rewind's first step) refuses standby mode.
-        (data / "standby.signal").unlink(missing_ok=True)
-        try:
-            run_checked(
-                [str(PG_BIN / "pg_rewind"), "--target-pgdata", str(data), "--source-server",
-                 f"host={layout.pg_sock} port={layout.pg_port(primary)} user=postgres "
-                 "dbname=postgres"],
-                as_postgres=True, timeout=300,
+    if _rebuild_marker(layout, node).exists():
+        return "interrupted"
+    if not (data / "PG_VERSION").exists() or not (data / "global" / "pg_control").exists():
+        return "none"
+    if (data / "backup_label").exists():
+        return "standby"
+    state = _cluster_state(layout, node)
+    if state in ("in archive recovery", "shut down in recovery"):
+        return "standby"
+    if state in ("shut down", "in production", "in crash recovery", "shutting down"):
+        return "primary"
+    return "none"
+
+
+def _rebuild_marker(layout: Layout, node: str) -> Path:
+    """Present while pg_rewind or pg_basebackup works on the node: a heal killed half way
+    (its timeout, a SIGKILL) leaves data that no start can trust."""
+    return layout.folder / node / "rebuilding"
+
+
+def _lsn(text: object) -> int:
+    high, _, low = str(text).partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def follows(layout: Layout, standby: str, primary: str, timeout: float) -> bool:
+    """Does `standby` stream from `primary` and replay what the primary writes from now on?
+    A WAL record (a logical message, no table touched) is written on the primary past
+    everything the standby has replayed, and the standby must replay it. A standby that
+    cannot stream (WAL it needs was recycled) or cannot replay (its WAL diverged) never does.
+    "Past" matters: a diverged standby's own checkpoint records may end after an idle
+    primary's newest record, and a standby is never legitimately ahead of its primary, so
+    the primary switches to a new WAL segment until its record ends later."""
+    try:
+        seen = pg_query(layout, standby, "SELECT pg_last_wal_replay_lsn()")[0][0]
+        replayed_before = _lsn(seen) if seen else 0
+        for _ in range(8):
+            probe = _lsn(
+                pg_query(
+                    layout, primary,
+                    "SELECT pg_logical_emit_message(false, 'gameday-foreign', 'follow')",
+                )[0][0]
             )  # fmt: skip
-            rewound = True
-            print(f"{node}: rewound onto {primary} (pg_rewind)", flush=True)
-        except (DeploymentError, subprocess.TimeoutExpired) as exc:
-            print(f"{node}: pg_rewind failed ({exc}): a fresh pg_basebackup", flush=True)
-    if not rewound:
-        shutil.rmtree(data, ignore_errors=True)
-        data.parent.mkdir(parents=True, exist_ok=True)
-        _chown_pg(data.parent)
+            if probe > replayed_before:
+                break
+            pg_query(layout, primary, "SELECT pg_switch_wal()")
+        else:
+            return False  # several segments ahead of its primary: it diverged
+    except Exception:
+        return False
+
+    def replayed() -> bool:
+        if replication(layout, primary).get(standby, ("", ""))[0] != "streaming":
+            return False
+        return _lsn(pg_query(layout, standby, "SELECT pg_last_wal_replay_lsn()")[0][0]) >= probe
+
+    try:
+        wait_for(f"{standby} replays {primary}'s WAL", replayed, timeout)
+    except DeploymentError:
+        return False
+    return True
+
+
+def _pg_rewind(layout: Layout, node: str, primary: str) -> bool:
+    data = layout.pg_data(node)
+    # Single-user crash recovery (pg_rewind's first step on a crashed primary) refuses
+    # standby mode, and a dead postmaster's lock (a zombie's pid) would stop it.
+    (data / "standby.signal").unlink(missing_ok=True)
+    _clear_stale_locks(layout, node)
+    try:
         run_checked(
-            [str(PG_BIN / "pg_basebackup"), "-D", str(data), "-R", "-X", "stream", "-c", "fast",
-             "-d", f"host=127.0.0.1 port={layout.pg_port(primary)} user=replicator "
-             f"passfile={layout.passfile}"],
+            [str(PG_BIN / "pg_rewind"), "--target-pgdata", str(data), "--source-server",
+             f"host={layout.pg_sock} port={layout.pg_port(primary)} user=postgres "
+             "dbname=postgres"],
             as_postgres=True, timeout=300,
         )  # fmt: skip
+    except (DeploymentError, subprocess.TimeoutExpired) as exc:
+        print(f"{node}: pg_rewind failed ({exc})", flush=True)
+        return False
+    print(f"{node}: rewound onto {primary} (pg_rewind)", flush=True)
+    return True
+
+
+def _pg_basebackup(layout: Layout, node: str, primary: str) -> None:
+    """A fresh copy of the primary, made beside the old data and swapped in once complete."""
+    data = layout.pg_data(node)
+    fresh = data.with_name("data.new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    data.parent.mkdir(parents=True, exist_ok=True)
+    _chown_pg(data.parent)
+    run_checked(
+        [str(PG_BIN / "pg_basebackup"), "-D", str(fresh), "-R", "-X", "stream", "-c", "fast",
+         "-d", f"host=127.0.0.1 port={layout.pg_port(primary)} user=replicator "
+         f"passfile={layout.passfile}"],
+        as_postgres=True, timeout=300,
+    )  # fmt: skip
+    shutil.rmtree(data, ignore_errors=True)
+    fresh.rename(data)
+
+
+def _start_standby(layout: Layout, node: str, primary: str) -> None:
     _write_pg_config(layout, node, primary=primary)
+    _rebuild_marker(layout, node).unlink(missing_ok=True)
     start_pg(layout, node)
+
+
+def _rebuild_standby(layout: Layout, node: str, primary: str, *, copy: bool = False) -> None:
+    """Make `node` a standby of `primary` that replays its WAL: a standby's data is started as
+    it is, an old primary's is rewound (pg_rewind); when either does not follow within
+    FOLLOW_SEC, or there is nothing to start from (or `copy`), a fresh base backup."""
+    stop_pg(layout, node)
+    kind = "copy" if copy else _data_kind(layout, node)
+    if kind in ("standby", "primary"):
+        marker = _rebuild_marker(layout, node)
+        marker.touch()
+        usable = kind == "standby" or _pg_rewind(layout, node, primary)
+        if usable:
+            try:
+                _start_standby(layout, node, primary)
+            except DeploymentError as exc:
+                print(f"{node}: does not start as a standby ({exc})", flush=True)
+            else:
+                if follows(layout, node, primary, FOLLOW_SEC):
+                    return
+                print(f"{node}: does not follow {primary} within {FOLLOW_SEC:g} s: "
+                      "a fresh base backup", flush=True)  # fmt: skip
+            stop_pg(layout, node)
+    elif kind == "interrupted":
+        print(f"{node}: a rewind or base backup was cut short: a fresh base backup", flush=True)
+    layout.pg_data(node).parent.mkdir(parents=True, exist_ok=True)
+    _rebuild_marker(layout, node).touch()
+    _pg_basebackup(layout, node, primary)
+    _start_standby(layout, node, primary)
 
 
 def repair_database(layout: Layout, timeout: float = 90) -> None:
     """Bring the database to the pair state.json names, from whatever a fault or a crash
     left: start the primary (promote it if a failover was cut short before promoting), and
-    make the other node its streaming standby. Idempotent."""
+    make the other node a standby that replays its WAL. Idempotent."""
     state = load_state(layout)
     primary, standby = state.pg_primary, other(PG_NODES, state.pg_primary)
     if not (layout.pg_data(primary) / "PG_VERSION").exists():
@@ -616,13 +802,18 @@ def repair_database(layout: Layout, timeout: float = 90) -> None:
     resume_stopped(layout, primary)
     if pg_role(layout, primary) == "standby":
         promote(layout, primary)
-    role = pg_role(layout, standby)
-    if role == "standby":
-        # A standby that does not stream within a few seconds follows something else.
-        with contextlib.suppress(DeploymentError):
-            wait_for(f"{standby} streaming", lambda: database_pair(layout)[0], 10)
+    if pg_role(layout, standby) == "standby":
+        # Running as a standby: it may follow already (or once told which node is primary).
+        _write_pg_config(layout, standby, primary=primary)
+        with contextlib.suppress(Exception):
+            pg_query(layout, standby, "SELECT pg_reload_conf()")
+        if follows(layout, standby, primary, FOLLOW_SEC):
             return
-    _rebuild_standby(layout, standby, primary)
+        # It streams nothing it can replay: its data diverged. Only a copy mends that.
+        print(f"{standby}: running but not following {primary}: a fresh base backup", flush=True)
+        _rebuild_standby(layout, standby, primary, copy=True)
+    else:
+        _rebuild_standby(layout, standby, primary)
     wait_for(f"{standby} streaming from {primary}", lambda: database_pair(layout)[0], timeout)
 
 
@@ -881,10 +1072,20 @@ def supervise(layout: Layout, node: str) -> None:
             time.sleep(0.1)
 
 
+def served_by(layout: Layout, node: str) -> bool:
+    """Does a request to the entrypoint reach `node` now? (One of a few, round robin.)"""
+    return http_get(layout.entry_url + "/healthz", timeout=2.0)[1].get("X-Node") == node
+
+
 def ensure_backend(layout: Layout, node: str, timeout: float = 60) -> None:
+    """The node's backend running and back in nginx's rotation. Its own /healthz is not
+    enough: nginx's passive health rests a node that refused a request for fail_timeout
+    (3 s) after it answers again, and a heal that returns then hands the next game day a
+    deployment whose entrypoint never reaches that node."""
     held_file(layout, node).unlink(missing_ok=True)
     start_supervisor(layout, node)
     wait_for(f"{node} answers /healthz", lambda: node_healthy(layout, node), timeout)
+    wait_for(f"nginx sends requests to {node} again", lambda: served_by(layout, node), timeout)
 
 
 # -- the whole deployment --------------------------------------------------------------------
