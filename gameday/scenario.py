@@ -544,6 +544,11 @@ class Scenario:
             waiting_for=f"egress of zone {zone}",
         )  # fmt: skip
 
+    def no_other_zone(self) -> Verdict:
+        """The verdict when a scenario judges "the other zones" and the fault hit them all."""
+        zones = ", ".join(self.target.egress_zones()) or "none"
+        return failed("egress_kept", f"no zone was left out of the fault to judge (zones: {zones})")
+
     def own_nat_per_zone(self) -> Verdict:
         """Before the fault (or so far, without one), each zone left through its own address."""
         from gameday.checks.network import own_nat_per_zone

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pytest_bdd import given, parsers, then
 
+from chaos.scenario import ScenarioFaults
 from gameday.needs import Egress, Nodes, needs
 from gameday.scenario import Scenario
 
@@ -44,6 +45,14 @@ def zone_lost_egress(scenario: Scenario, zone: str, seconds: float) -> None:
 @needs(Egress(arg="zone"))
 def zone_kept_egress(scenario: Scenario, zone: str) -> None:
     scenario.judge(scenario.egress_kept(zone))
+
+
+@then("the other zones never lost egress during the fault")
+@needs(Egress())
+def other_zones_kept_egress(scenario: Scenario, faults: ScenarioFaults) -> None:
+    hit = faults.zones_hit()
+    others = [z for z in scenario.target.egress_zones() if z not in hit]
+    scenario.judge_all([scenario.egress_kept(z) for z in others] or [scenario.no_other_zone()])
 
 
 @then(parsers.parse('zone "{zone}" has egress again within {seconds:g} seconds of the heal'))

@@ -231,3 +231,11 @@ def test_a_bad_egress_declaration_is_one_line(egress: str, line: str) -> None:
     with pytest.raises(TargetError) as info:
         generic(egress)
     assert str(info.value) == line
+
+
+def test_the_picture_in_the_docs_is_the_lab_as_planned() -> None:
+    # docs/lab-network.svg is drawn by `python -m lab.picture` from the plan the lab is built
+    # from: a drift between them would show a network the lab does not have.
+    from lab.picture import render
+
+    assert (ROOT / "docs" / "lab-network.svg").read_text() == render(layout(17400))

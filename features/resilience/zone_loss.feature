@@ -20,3 +20,13 @@ Feature: Losing a whole zone keeps the shop answering
     And the health path answered at least 99% of requests during the fault
     And no acknowledged write is lost
     And the cache lost at most 1 second of acknowledged writes
+
+  Scenario: Losing zone a leaves the other zones their way out and the shop its health path
+    Given a steady load of 20 requests per second on the health path
+    And egress is probed from every zone 10 times a second
+    When 3 seconds pass
+    And zone "a" goes down
+    And the fault lasts 5 seconds
+    Then the health path answered at least 99% of requests during the fault
+    And zone "a" lost egress within 2 seconds of the fault
+    And the other zones never lost egress during the fault
