@@ -841,6 +841,10 @@ def _remove_network(layout: LabLayout, progress: Progress) -> None:
     its layout says: a crashed `up` may have made some before its folder said so."""
     plan = layout.net
     try:
+        network.tool("ip")
+    except network.NetworkError:
+        return  # no iproute2: this machine never gave the lab namespaces
+    try:
         if not network.leftovers(plan):
             return
         progress(f"removing the lab's network ({plan.prefix}*)")
@@ -862,7 +866,11 @@ def sweep(layout: LabLayout, progress: Progress = _quiet) -> list[str]:
             progress(f"the lab's supervisord is gone; stopping the {_processes(len(left))} it left")
             stop_lab_processes(layout, progress)
             done.append(f"stopped {_processes(len(left))} of a dead lab")
-        if network.leftovers(layout.net):
+        try:
+            network_left = network.leftovers(layout.net)
+        except network.NetworkError:
+            network_left = []  # no iproute2: no namespaces either
+        if network_left:
             _remove_network(layout, progress)
             done.append(f"removed the network of a dead lab ({layout.net.prefix}*)")
     return done
