@@ -30,3 +30,24 @@ lab-down:
 
 lab-status:
 	$(PY)/gameday lab status
+
+## Every benchmark of bench/, one command each; their results go into docs/benchmarks.md with
+## the machine's load. Long (tens of minutes): each starts the lab on $GAMEDAY_LAB_BASE_PORT
+## (default 17400) when it needs one. lab_up.py goes first, before a lab runs on that block.
+BENCH_RUNS ?= 3
+BENCH_PORT = $${GAMEDAY_LAB_BASE_PORT:-17400}
+bench: setup
+	$(PY)/python bench/lab_up.py --runs $(BENCH_RUNS) --base-port $(BENCH_PORT)
+	$(PY)/python bench/startup.py --runs 9
+	$(PY)/python bench/acceptance.py --runs $(BENCH_RUNS)
+	$(PY)/python bench/loss_check.py --runs $(BENCH_RUNS)
+# Probes: sending on schedule (issue 12's probe work adds its benchmarks here).
+	$(PY)/python bench/probe_schedule.py --rate 100 --seconds 60 --runs $(BENCH_RUNS)
+	bench/resilience.sh $(BENCH_RUNS)
+	$(PY)/python bench/locust_vs_wrk.py --seconds 10 --runs $(BENCH_RUNS)
+# Long histories and start-up against Chaos Toolkit (no lab needed).
+	$(PY)/python bench/history_scale.py curves --records 10000,100000,1000000,5000000 --scenarios 1,12,192
+	$(PY)/python bench/history_scale.py game-day --hours 1 --rate 1000
+	$(PY)/python bench/history_scale.py loss --writes 1000000 --runs $(BENCH_RUNS)
+	$(PY)/python bench/vs_chaostoolkit.py --runs 5
+	$(PY)/gameday lab down

@@ -12,7 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from gameday.secrets import install_log_redaction, redact
-from gameday.target import ROLES, TargetError, load_target
+
+# Each command imports what it uses (the lab's database and Redis clients, the target's
+# models, locust...) once the arguments are parsed: `gameday --help` and a mistyped option
+# answer at once.
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -93,6 +96,8 @@ def cmd_lab_target(args: argparse.Namespace) -> int:
 
 
 def cmd_target_check(args: argparse.Namespace) -> int:
+    from gameday.target import ROLES, load_target
+
     target = load_target(args.target)
     present = [r for r in ROLES if getattr(target, r)]
     absent = [r for r in ROLES if not getattr(target, r)]
@@ -169,6 +174,7 @@ def _print_scenario_plan(target_arg: str, *, allow_destructive: bool) -> int:
 def cmd_heal(args: argparse.Namespace) -> int:
     # The CLI sits above every room; the engine modules themselves never import chaos.
     from chaos.cli import cmd_heal as heal
+    from gameday.target import load_target
 
     target = load_target(args.target)
     return heal(target, force=args.force, log=print)
@@ -188,6 +194,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from gameday import baseline as bl
+    from gameday.target import TargetError, load_target
 
     try:
         target = load_target(args.target)
@@ -411,12 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    install_log_redaction()
+    args = build_parser().parse_args(argv)
     from chaos.base import FaultError
+    from gameday.target import TargetError
     from lab.control import LabError
     from lab.layout import LayoutError
 
-    install_log_redaction()
-    args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except (TargetError, LayoutError) as exc:

@@ -2,8 +2,13 @@
 
 A run writes its history as it grows, one JSON object per line (`history.jsonl`), and flushes
 after every record: when the run is killed (even with SIGKILL) every record already appended
-is in the operating system's hands and survives. Checks never watch a live run; they read the
-history back (`read_history`) and judge it.
+is in the operating system's hands and survives. `read_history` reads a file back.
+
+In memory a history is typed columns, not objects (~60 bytes a sample, so hours of samples fit),
+with each probe's send order kept as samples arrive: the live waits of a scenario (has the
+probe recovered, how many failures since the fault) cost what they read, not what the run
+holds, and the report cuts each scenario out by bisection. Checks stay pure functions of
+samples; `History.samples(probe)` hands them a sequence of `Sample` made on demand.
 
 File layout: the first line is the `RunHeader` (run id, target, the clock's anchor); every
 other line is one record, told apart by its `kind`:
@@ -20,17 +25,22 @@ are None are left out of a line, and read back as None.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import operator
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
+from itertools import chain
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Literal, TypeAlias, cast, get_args
+from typing import Any, ClassVar, Literal, TypeAlias, cast, get_args, overload
 
 from gameday.clock import Clock
 
@@ -338,6 +348,369 @@ def record_from_dict(d: Mapping[str, Any]) -> Record:
     return parser(d)
 
 
+# -- the columns a history is kept in --------------------------------------------------------
+
+# A sample kept as a dataclass costs ~500 bytes; a 1-hour game day at 1,000 samples/s holds
+# 3.6M of them. Kept as typed columns (one array per field, in the order appended) it costs
+# ~60 bytes: strings that repeat (probe, server, the prefix of a write id) are interned, and a
+# write id that ends in a counter ("gameday-<run>-orders-17", the probes' own) keeps that
+# counter as an integer.
+_NO_STATUS = -(2**31)
+_STATUS_MIN, _STATUS_MAX = _NO_STATUS + 1, 2**31 - 1
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_ERROR_CODE: dict[str | None, int] = {None: 0, **{k: i for i, k in enumerate(ERROR_KINDS, 1)}}
+_ERROR_OF: tuple[str | None, ...] = (None, *ERROR_KINDS)
+_OUTCOME_CODE: dict[str | None, int] = {None: 0, **{k: i for i, k in enumerate(OUTCOMES, 1)}}
+_OUTCOME_OF: tuple[str | None, ...] = (None, *OUTCOMES)
+_DIGITS = "0123456789"
+_MAX_COUNTER_DIGITS = 18  # any 18-digit counter fits an int64
+
+
+def time_of(record: Record) -> float:
+    """When a record happened on the run's clock: a sample's send time, an event's `at`."""
+    return record.sent if isinstance(record, Sample) else record.at
+
+
+def _check_storable(sample: Sample) -> None:
+    # The columns are fixed-width: refuse what they cannot hold before anything is written,
+    # so the file and the memory never disagree.
+    if not _INT64_MIN <= sample.seq <= _INT64_MAX:
+        raise ValueError(f"field 'seq' must fit in 64 bits, got {sample.seq}")
+    if sample.status is not None and not _STATUS_MIN <= sample.status <= _STATUS_MAX:
+        raise ValueError(f"field 'status' must fit in 32 bits, got {sample.status}")
+
+
+def _split_key(key: str | None) -> tuple[str | None, int]:
+    """A write id as (prefix, counter), -1 when it ends in no counter (the prefix is then the
+    whole id). `prefix + str(counter)` is the id again: zeros that lead the counter stay in the
+    prefix."""
+    if key is None:
+        return None, -1
+    prefix = key.rstrip(_DIGITS)
+    digits = key[len(prefix) :]
+    if not digits or len(digits) > _MAX_COUNTER_DIGITS:
+        return key, -1
+    if len(digits) > 1 and digits[0] == "0":
+        significant = digits.lstrip("0") or "0"
+        prefix, digits = key[: len(key) - len(significant)], significant
+    return prefix, int(digits)
+
+
+class _Strings:
+    """The intern table: each distinct string once; id 0 is None."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.names: list[str | None] = [None]
+
+    def id(self, text: str | None) -> int:
+        if text is None:
+            return 0
+        found = self.ids.get(text)
+        if found is None:
+            found = self.ids[text] = len(self.names)
+            self.names.append(text)
+        return found
+
+    def ids_of(self, texts: list[str | None]) -> list[int]:
+        """`id` of each: the new ones first, then one lookup each (None is in no table: 0)."""
+        for text in set(texts) - self.ids.keys():
+            self.id(text)
+        get = self.ids.get
+        return [get(t, 0) for t in texts]  # type: ignore[arg-type]
+
+
+def _trusted_sample(
+    probe: str | None,
+    seq: int,
+    sent: float,
+    duration: float | None,
+    ok: bool,
+    status: int | None,
+    error: str | None,
+    server: str | None,
+    key: str | None,
+    outcome: str | None,
+) -> Sample:
+    # A sample rebuilt from the columns holds values that passed Sample's checks when they were
+    # stored: filling its dict directly makes it ~4x cheaper than __init__ and its checks.
+    sample = object.__new__(Sample)
+    sample.__dict__.update(
+        probe=probe, seq=seq, sent=sent, duration=duration, ok=ok, status=status, error=error,
+        server=server, key=key, outcome=outcome,
+    )  # fmt: skip
+    return sample
+
+
+class _Columns:
+    """Every record of a history. Samples: one array per field, in the order appended; the
+    other records (fault events, marks, final reads: a few per scenario) as objects. Kept as
+    records arrive, so that a question about one probe never sorts or scans the others:
+    - per probe, its samples' indices in send order (send time, then seq, then arrival);
+    - per probe, the send times of its failures, sorted.
+    Not locked itself: the writer holds its lock around `add` and around every read of a live
+    history. Only ever appended to: an index below the length seen once stays valid."""
+
+    def __init__(self) -> None:
+        self.strings = _Strings()
+        self.probe: array[int] = array("I")
+        self.seq: array[int] = array("q")
+        self.sent: array[float] = array("d")
+        self.duration: array[float] = array("d")  # NaN: None (cut by its timeout)
+        self.ok: array[int] = array("B")
+        self.status: array[int] = array("i")  # _NO_STATUS: None
+        self.error: array[int] = array("B")  # index into _ERROR_OF
+        self.server: array[int] = array("I")
+        self.outcome: array[int] = array("B")  # index into _OUTCOME_OF
+        self.key_prefix: array[int] = array("I")
+        self.key_counter: array[int] = array("q")  # -1: the prefix is the whole id
+        self.others: list[Record] = []
+        self.other_at: array[int] = array("q")  # samples stored before each other record
+        self.order: dict[int, array[int]] = {}
+        self.failed_at: dict[int, array[float]] = {}
+
+    def __len__(self) -> int:
+        return len(self.sent) + len(self.others)
+
+    def add(self, record: Record) -> None:
+        if isinstance(record, Sample):
+            self.add_sample(record)
+        else:
+            self.others.append(record)
+            self.other_at.append(len(self.sent))
+
+    def add_sample(self, s: Sample) -> None:
+        _check_storable(s)
+        strings = self.strings
+        prefix, counter = _split_key(s.key)
+        self.probe.append(strings.id(s.probe))
+        self.seq.append(s.seq)
+        self.sent.append(s.sent)
+        self.duration.append(math.nan if s.duration is None else s.duration)
+        self.ok.append(1 if s.ok else 0)
+        self.status.append(_NO_STATUS if s.status is None else s.status)
+        self.error.append(_ERROR_CODE[s.error])
+        self.server.append(strings.id(s.server))
+        self.outcome.append(_OUTCOME_CODE[s.outcome])
+        self.key_prefix.append(strings.id(prefix))
+        self.key_counter.append(counter)
+        self._place(len(self.sent) - 1)
+
+    def extend_samples(self, columns: _NewSamples) -> None:
+        """Append samples already checked, field by field (the reader's bulk path)."""
+        first = len(self.sent)
+        self.probe.extend(columns.probe)
+        self.seq.extend(columns.seq)
+        self.sent.extend(columns.sent)
+        self.duration.extend(columns.duration)
+        self.ok.extend(columns.ok)
+        self.status.extend(columns.status)
+        self.error.extend(columns.error)
+        self.server.extend(columns.server)
+        self.outcome.extend(columns.outcome)
+        self.key_prefix.extend(columns.key_prefix)
+        self.key_counter.extend(columns.key_counter)
+        self._place_from(first)
+
+    def _place_from(self, first: int) -> None:
+        """`_place` the samples from the `first`-th on: a probe's run of them already in send
+        order (a file written by a run nearly always is) is appended whole."""
+        end = len(self.sent)
+        probes = self.probe[first:end]
+        groups: dict[int, list[int]] = {pid: [] for pid in set(probes)}
+        for i, pid in zip(range(first, end), probes, strict=True):
+            groups[pid].append(i)
+        sent, ok = self.sent, self.ok
+        for pid, indices in groups.items():
+            times = list(map(sent.__getitem__, indices))
+            order = self.order.get(pid)
+            failed = self.failed_at.get(pid)
+            in_order = all(map(operator.lt, times, times[1:])) and (
+                not order or times[0] > sent[order[-1]]
+            )
+            failures = [t for t, i in zip(times, indices, strict=True) if not ok[i]]
+            if not in_order or (failures and failed and failures[0] < failed[-1]):
+                for i in indices:
+                    self._place(i)
+                continue
+            self.order.setdefault(pid, array("I")).extend(indices)
+            if failures:
+                self.failed_at.setdefault(pid, array("d")).extend(failures)
+
+    def _send_key(self, i: int) -> tuple[float, int]:
+        return (self.sent[i], self.seq[i])
+
+    def _place(self, i: int) -> None:
+        pid = self.probe[i]
+        order = self.order.get(pid)
+        if order is None:
+            order = self.order[pid] = array("I")
+        sent = self.sent[i]
+        if order:
+            last = order[-1]
+            if sent < self.sent[last] or (sent == self.sent[last] and self.seq[i] < self.seq[last]):
+                # Completed out of send order (a slow request): usually a few places from the
+                # end, so the insert moves a few entries.
+                order.insert(bisect_right(order, self._send_key(i), key=self._send_key), i)
+            else:
+                order.append(i)
+        else:
+            order.append(i)
+        if not self.ok[i]:
+            failed = self.failed_at.get(pid)
+            if failed is None:
+                failed = self.failed_at[pid] = array("d")
+            if failed and sent < failed[-1]:
+                failed.insert(bisect_right(failed, sent), sent)
+            else:
+                failed.append(sent)
+
+    def span(self, order: array[int], start: float | None, end: float | None) -> tuple[int, int]:
+        """The positions in `order` of the samples sent in [start, end] (None: unbounded)."""
+        key = self.sent.__getitem__
+        lo = 0 if start is None else bisect_left(order, start, key=key)
+        hi = len(order) if end is None else bisect_right(order, end, key=key)
+        return lo, max(lo, hi)
+
+    def sample(self, i: int) -> Sample:
+        names = self.strings.names
+        duration = self.duration[i]
+        status = self.status[i]
+        prefix = names[self.key_prefix[i]]
+        counter = self.key_counter[i]
+        return _trusted_sample(
+            names[self.probe[i]], self.seq[i], self.sent[i],
+            None if duration != duration else duration, self.ok[i] == 1,
+            None if status == _NO_STATUS else status, _ERROR_OF[self.error[i]],
+            names[self.server[i]],
+            prefix if prefix is None or counter < 0 else prefix + str(counter),
+            _OUTCOME_OF[self.outcome[i]],
+        )  # fmt: skip
+
+    def event_position(self, j: int) -> int:
+        """The place in the history of the j-th record that is not a sample."""
+        return self.other_at[j] + j
+
+
+@dataclass
+class _NewSamples:
+    """Samples read from a file, one list per column, checked and converted for `_Columns`."""
+
+    probe: list[int]
+    seq: list[int]
+    sent: list[float]
+    duration: list[float]
+    ok: list[bool]
+    status: list[int]
+    error: list[int]
+    server: list[int]
+    outcome: list[int]
+    key_prefix: list[int]
+    key_counter: list[int]
+
+
+@dataclass(frozen=True)
+class SampleColumns:
+    """Some fields of samples in send order, one array each: `duration` in seconds, NaN
+    where there is none; `ok` 1 or 0; `server` an id into `names` (0: no server)."""
+
+    sent: array[float]
+    duration: array[float]
+    ok: array[int]
+    server: array[int]
+    names: Sequence[str | None]
+
+
+class Samples(Sequence[Sample]):
+    """Samples of a history in send order (send time, then seq), read from its columns.
+
+    A sequence of `Sample`, each made when asked for; code that goes through hundreds of
+    thousands at once (the report) reads the columns instead: `sent()`, `durations()`,
+    `oks()`, `servers()`, `keys()`. Compares equal to any sequence of the same samples.
+    """
+
+    __slots__ = ("_columns", "_idx")
+
+    def __init__(self, columns: _Columns, idx: array[int]) -> None:
+        self._columns = columns
+        self._idx = idx
+
+    def __len__(self) -> int:
+        return len(self._idx)
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Samples: ...
+
+    def __getitem__(self, index: int | slice) -> Sample | Samples:
+        if isinstance(index, slice):
+            return Samples(self._columns, self._idx[index])
+        return self._columns.sample(self._idx[index])
+
+    def __iter__(self) -> Iterator[Sample]:
+        return map(self._columns.sample, self._idx)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    def __repr__(self) -> str:
+        return f"<Samples: {len(self)}>"
+
+    def _column(self, column: array[Any]) -> list[Any]:
+        return list(map(column.__getitem__, self._idx))
+
+    def columns(self) -> SampleColumns:
+        """The fields the report draws, as arrays in send order (8 bytes a value, not an
+        object each)."""
+        c, idx = self._columns, self._idx
+        return SampleColumns(
+            sent=array("d", map(c.sent.__getitem__, idx)),
+            duration=array("d", map(c.duration.__getitem__, idx)),
+            ok=array("B", map(c.ok.__getitem__, idx)),
+            server=array("I", map(c.server.__getitem__, idx)),
+            names=c.strings.names,
+        )
+
+    def sent(self) -> list[float]:
+        return self._column(self._columns.sent)
+
+    def seqs(self) -> list[int]:
+        return self._column(self._columns.seq)
+
+    def durations(self) -> list[float | None]:
+        return [None if d != d else d for d in self._column(self._columns.duration)]
+
+    def oks(self) -> list[bool]:
+        return [ok == 1 for ok in self._column(self._columns.ok)]
+
+    def servers(self) -> list[str | None]:
+        names = self._columns.strings.names
+        return [names[s] for s in self._column(self._columns.server)]
+
+    def failed(self) -> Samples:
+        """Only the failed ones, still in send order."""
+        ok = self._columns.ok
+        return Samples(self._columns, array("I", [i for i in self._idx if not ok[i]]))
+
+    def keys(self, outcome: str) -> list[str]:
+        """The write ids of the samples whose outcome is `outcome` ("ok", "info", "fail")."""
+        c = self._columns
+        code = _OUTCOME_CODE[outcome]
+        names = c.strings.names
+        outcomes, prefixes, counters = c.outcome, c.key_prefix, c.key_counter
+        chosen = [i for i in self._idx if outcomes[i] == code and prefixes[i]]
+        return [
+            cast(str, names[prefixes[i]])
+            if counters[i] < 0
+            else f"{names[prefixes[i]]}{counters[i]}"
+            for i in chosen
+        ]
+
+
 # -- writing ---------------------------------------------------------------------------------
 
 
@@ -355,8 +728,12 @@ class HistoryWriter:
     another run's history. With `fsync=True` each record is also forced to the disk (survives
     a power loss, not only a killed process), at the cost of a disk sync per record.
 
-    The records appended are also kept in memory, in order, so the run's own steps can judge
-    what happened so far (`records`) without parsing the file again on every poll.
+    The records appended are also kept in memory (typed columns, ~60 bytes a sample), so the
+    run judges what happened so far without parsing the file again, and writes its report from
+    them at the end. What the live waits ask several times a second is answered from indexes
+    kept as records arrive, at a cost that does not grow with the records already kept:
+    one probe's samples sent in a time span (`samples`), its failures since a time
+    (`failures`), the records that are not samples (`events`). `history()` is a snapshot.
     """
 
     def __init__(
@@ -366,7 +743,9 @@ class HistoryWriter:
         self.header = header
         self._fsync = fsync
         self._lock = threading.Lock()
-        self._kept: list[Record] = []
+        self._columns = _Columns()
+        #: how many samples the live questions handed out: tests hold a poll's cost to it
+        self.touched = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "xb")  # noqa: SIM115 (closed by close())
         self._write(_line(header))
@@ -379,19 +758,61 @@ class HistoryWriter:
 
     def append(self, record: Record) -> None:
         line = _line(record)  # serialize outside the lock: a bad record raises here, early
+        if isinstance(record, Sample):
+            _check_storable(record)
         with self._lock:
             if self._file.closed:
                 raise ValueError(f"history {self.path} is closed")
             self._write(line)
-            self._kept.append(record)
+            self._columns.add(record)
+
+    def history(self, *, since: float | None = None, first_record: int = 0) -> History:
+        """What was appended so far as a `History`: the samples sent at or after `since`, the
+        other records appended from the `first_record`-th on and made at or after `since`.
+        Costs a copy of the samples' send order (4 bytes each); the columns are shared."""
+        with self._lock:
+            return History._of(self.header, self._columns, start=since, first_record=first_record)
 
     def records(self, start: int = 0) -> tuple[Record, ...]:
-        """The records appended so far, from the `start`-th on (in the order of the file)."""
+        """The records appended so far, from the `start`-th on (in the order of the file).
+        Makes an object of every record: for small histories; `history()` for large ones."""
+        return self.history().records[start:]
+
+    def samples(
+        self, probe: str, *, since: float | None = None, until: float | None = None
+    ) -> Samples:
+        """`probe`'s samples sent in [since, until], in send order: costs the samples handed
+        out (and a bisection), whatever else the history holds."""
         with self._lock:
-            return tuple(self._kept[start:])
+            c = self._columns
+            pid = c.strings.ids.get(probe)
+            order = c.order.get(pid) if pid is not None else None
+            if order is None:
+                return Samples(c, array("I"))
+            lo, hi = c.span(order, since, until)
+            idx = order[lo:hi]
+            self.touched += len(idx)
+            return Samples(c, idx)
+
+    def failures(self, probe: str, *, since: float) -> int:
+        """How many of `probe`'s samples sent at or after `since` failed (a bisection)."""
+        with self._lock:
+            c = self._columns
+            pid = c.strings.ids.get(probe)
+            failed = c.failed_at.get(pid) if pid is not None else None
+            return 0 if failed is None else len(failed) - bisect_left(failed, since)
+
+    def events(self, *, first_record: int = 0, since: float | None = None) -> list[Record]:
+        """The records that are not samples, appended from the `first_record`-th record on and
+        made at or after `since`, in the order appended."""
+        with self._lock:
+            c = self._columns
+            j = bisect_left(range(len(c.others)), first_record, key=c.event_position)
+            found = c.others[j:]
+        return found if since is None else [r for r in found if time_of(r) >= since]
 
     def __len__(self) -> int:
-        return len(self._kept)
+        return len(self._columns)
 
     @property
     def closed(self) -> bool:
@@ -415,6 +836,21 @@ class HistoryWriter:
 
 # -- reading ---------------------------------------------------------------------------------
 
+# Lines are read and parsed this many bytes at a time: one json.loads per chunk costs half of
+# one per line, and the chunk's parsed objects are all the reader holds besides the columns.
+_CHUNK_BYTES = 4 << 20
+_STR: frozenset[type] = frozenset({str})
+_INT: frozenset[type] = frozenset({int})
+_NUMBER: frozenset[type] = frozenset({int, float})
+_BOOL: frozenset[type] = frozenset({bool})
+_OPT_STR: frozenset[type] = frozenset({str, type(None)})
+_OPT_INT: frozenset[type] = frozenset({int, type(None)})
+_OPT_NUMBER: frozenset[type] = frozenset({int, float, type(None)})
+
+
+def _only(values: list[Any], types: frozenset[type]) -> bool:
+    return set(map(type, values)) <= types
+
 
 def read_history(path: str | os.PathLike[str]) -> History:
     """Read a history file back.
@@ -424,83 +860,289 @@ def read_history(path: str | os.PathLike[str]) -> History:
     file and line, because a verdict computed over a silently damaged history would be wrong.
     """
     path = Path(path)
-    header: RunHeader | None = None
-    records: list[Record] = []
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
+    # The parsed lines are millions of short-lived dicts, none in a cycle: the cyclic garbage
+    # collector would walk every live object again and again for nothing (half the read time).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        with open(path, "rb") as f:
+            reader = _Reader(path)
+            while not reader.stopped:
+                lines = f.readlines(_CHUNK_BYTES)
+                if not lines:
+                    break
+                reader.feed(lines)
+    finally:
+        if collecting:
+            gc.enable()
+    if reader.header is None:
+        raise HistoryError(path, None, "no header line: not a history, or killed before it")
+    return History._of(reader.header, reader.columns)
+
+
+class _Reader:
+    """Turns the lines of a history file into its header and columns. Each chunk of lines is
+    parsed at once and its samples checked and stored column by column; a chunk in which
+    anything is wrong is read again line by line, which names the first bad line exactly as
+    reading line by line always did."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.columns = _Columns()
+        self.header: RunHeader | None = None
+        self.lineno = 0  # lines consumed so far
+        self.stopped = False  # at a last line cut by a kill
+
+    def feed(self, lines: list[bytes]) -> None:
+        first = self.lineno + 1
+        self.lineno += len(lines)
+        if self.header is None:  # up to the first line that is not blank: the header
+            k = next((k for k, raw in enumerate(lines) if raw.strip()), len(lines) - 1)
+            self._slow(lines[: k + 1], first)
+            lines, first = lines[k + 1 :], first + k + 1
+            if self.header is None or self.stopped or not lines:
+                return
+        if not self._fast(lines, first):
+            self._slow(lines, first)
+
+    def _fast(self, lines: list[bytes], first: int) -> bool:
+        # Each line in a list of its own: a line holding two values, or a value spread over two
+        # lines, shows as a list of another length.
+        try:
+            wrapped = json.loads(b"[[" + b"],[".join(lines) + b"]]")
+        except ValueError:
+            return False
+        if len(wrapped) != len(lines) or any(len(w) != 1 for w in wrapped):
+            return False
+        parsed = [w[0] for w in wrapped]
+        if not all(type(d) is dict for d in parsed):
+            return False
+        kinds = [d.get("kind") for d in parsed]
+        # Samples come in runs between the few other records; each run is checked whole
+        # before any of it is stored, and a run with a bad sample goes the slow way.
+        start = 0
+        checked: list[tuple[int, int, _NewSamples | Record]] = []
+        for k in [*(k for k, kind in enumerate(kinds) if kind != "sample"), len(parsed)]:
+            if k > start:
+                new = self._samples(parsed[start:k])
+                if new is None:
+                    return False
+                checked.append((start, k, new))
+            if k < len(parsed):
+                try:
+                    checked.append((k, k + 1, record_from_dict(parsed[k])))
+                except ValueError:
+                    return False
+            start = k + 1
+        for _, _, item in checked:
+            if isinstance(item, _NewSamples):
+                self.columns.extend_samples(item)
+            else:
+                self.columns.add(item)
+        return True
+
+    def _samples(self, ds: list[dict[str, Any]]) -> _NewSamples | None:
+        """The samples of `ds` as columns, or None when one of them is not a valid sample."""
+        try:
+            probes = [d["probe"] for d in ds]
+            seqs = [d["seq"] for d in ds]
+            sents = [d["sent"] for d in ds]
+            oks = [d["ok"] for d in ds]
+        except KeyError:
+            return None
+        durations = [d.get("duration") for d in ds]
+        statuses = [d.get("status") for d in ds]
+        errors = [d.get("error") for d in ds]
+        servers = [d.get("server") for d in ds]
+        keys = [d.get("key") for d in ds]
+        outcomes = [d.get("outcome") for d in ds]
+        if not (
+            _only(probes, _STR) and _only(seqs, _INT) and _only(sents, _NUMBER)
+            and _only(oks, _BOOL) and _only(durations, _OPT_NUMBER)
+            and _only(statuses, _OPT_INT) and _only(errors, _OPT_STR)
+            and _only(servers, _OPT_STR) and _only(keys, _OPT_STR) and _only(outcomes, _OPT_STR)
+        ):  # fmt: skip
+            return None
+        given = [x for x in durations if x is not None]
+        given_status = [x for x in statuses if x is not None]
+        try:
+            if not (
+                set(errors) <= _ERROR_CODE.keys() and set(outcomes) <= _OUTCOME_CODE.keys()
+                and all(map(math.isfinite, sents)) and all(map(math.isfinite, given))
+                and min(given, default=0) >= 0
+                and min(seqs) >= _INT64_MIN and max(seqs) <= _INT64_MAX
+                and min(given_status, default=200) >= _STATUS_MIN
+                and max(given_status, default=200) <= _STATUS_MAX
+            ):  # fmt: skip
+                return None
+        except OverflowError:  # an integer too large to be a float
+            return None
+        strings = self.columns.strings
+        if keys.count(None) == len(keys):
+            prefixes: list[str | None] = keys
+            counters = [-1] * len(keys)
+        else:
+            split = [_split_key(k) for k in keys]
+            prefixes = [p for p, _ in split]
+            counters = [n for _, n in split]
+        return _NewSamples(
+            probe=strings.ids_of(probes),
+            seq=seqs,
+            sent=sents,
+            duration=[math.nan if x is None else x for x in durations],
+            ok=oks,
+            status=[_NO_STATUS if x is None else x for x in statuses],
+            error=[_ERROR_CODE[x] for x in errors],
+            server=strings.ids_of(servers),
+            outcome=[_OUTCOME_CODE[x] for x in outcomes],
+            key_prefix=strings.ids_of(prefixes),
+            key_counter=counters,
+        )
+
+    def _slow(self, lines: list[bytes], first: int) -> None:
+        for lineno, raw in enumerate(lines, start=first):
             if not raw.strip():
                 continue
             try:
                 data = json.loads(raw)
             except ValueError as exc:
                 if not raw.endswith(b"\n"):
-                    break  # only the last line can lack its newline: truncated by a kill
-                raise HistoryError(path, lineno, f"not a JSON line: {exc}") from None
+                    self.stopped = True  # only the last line can lack its newline: cut by a kill
+                    return
+                raise HistoryError(self.path, lineno, f"not a JSON line: {exc}") from None
             try:
                 if not isinstance(data, dict):
                     raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-                if header is None:
+                if self.header is None:
                     if data.get("kind") != RunHeader.KIND:
                         raise ValueError(f"the first line must be the header, got {data!r:.80}")
-                    header = _header(data)
+                    self.header = _header(data)
                 else:
-                    records.append(record_from_dict(data))
+                    self.columns.add(record_from_dict(data))
             except ValueError as exc:
-                raise HistoryError(path, lineno, str(exc)) from None
-    if header is None:
-        raise HistoryError(path, None, "no header line: not a history, or killed before it")
-    return History(header, tuple(records))
+                raise HistoryError(self.path, lineno, str(exc)) from None
 
 
 # -- the in-memory view ----------------------------------------------------------------------
 
 
-def _by_send_time(sample: Sample) -> tuple[float, int]:
-    return (sample.sent, sample.seq)
-
-
-@dataclass(frozen=True)
 class History:
-    """A run's history in memory, immutable. `records` keep the order they were appended in
-    (completion order for samples); `samples()` gives them in send order."""
+    """A run's history in memory, immutable: the samples sent and the other records made in a
+    span of time (all of them, by default).
 
-    header: RunHeader
-    records: tuple[Record, ...]
+    `History(header, records)` builds one from records (the checks' tests do); a run's writer
+    and `read_history` make theirs over the typed columns they kept, and `window()` cuts a
+    scenario out of one by bisection, sharing the columns. `samples(probe)` gives one probe's
+    samples in send order; `records` every record in the order appended (completion order for
+    samples), made as objects when first asked for.
+    """
+
+    def __init__(self, header: RunHeader, records: Iterable[Record] = ()) -> None:
+        columns = _Columns()
+        for record in records:
+            columns.add(record)
+        self._set(header, columns, _by_name(columns), _all_events(columns))
+
+    @classmethod
+    def _of(
+        cls,
+        header: RunHeader,
+        columns: _Columns,
+        *,
+        start: float | None = None,
+        first_record: int = 0,
+    ) -> History:
+        """A view of `columns` (locked by the caller while they may grow): samples sent at or
+        after `start`, other records from the `first_record`-th record on, made at or after
+        `start`. Samples are cut by time only: a run reads `first_record` before `start`, so a
+        sample appended earlier was also sent earlier."""
+        j = bisect_left(range(len(columns.others)), first_record, key=columns.event_position)
+        events = [
+            (columns.other_at[k], r)
+            for k, r in enumerate(columns.others[j:], start=j)
+            if start is None or time_of(r) >= start
+        ]
+        view = cls.__new__(cls)
+        view._set(header, columns, _cut(columns, _by_name(columns), start, None), events)
+        return view
+
+    def _set(
+        self,
+        header: RunHeader,
+        columns: _Columns,
+        by_probe: dict[str, array[int]],
+        events: list[tuple[int, Record]],
+    ) -> None:
+        self.header = header
+        self._columns = columns
+        self._by_probe = by_probe
+        self._events = events  # (samples stored before it, record), in the order appended
+
+    def window(
+        self, start: float | None, end: float | None, *, leave_out: Collection[str] = ()
+    ) -> History:
+        """The samples sent and the records made in [start, end] (None: unbounded), without
+        the marks named in `leave_out`: by bisection of each probe's send order, not a scan."""
+        events = [
+            (at, r)
+            for at, r in self._events
+            if (start is None or time_of(r) >= start)
+            and (end is None or time_of(r) <= end)
+            and not (isinstance(r, Mark) and r.name in leave_out)
+        ]
+        view = History.__new__(History)
+        view._set(
+            self.header, self._columns, _cut(self._columns, self._by_probe, start, end), events
+        )
+        return view
 
     @cached_property
-    def _samples_by_probe(self) -> dict[str, tuple[Sample, ...]]:
-        grouped: dict[str, list[Sample]] = {}
-        for r in self.records:
-            if isinstance(r, Sample):
-                grouped.setdefault(r.probe, []).append(r)
-        return {p: tuple(sorted(s, key=_by_send_time)) for p, s in grouped.items()}
+    def records(self) -> tuple[Record, ...]:
+        """Every record, in the order appended; each made as an object (costly when large)."""
+        indices = sorted(chain.from_iterable(self._by_probe.values()))
+        out: list[Record] = []
+        sample = self._columns.sample
+        k = 0
+        for at, record in self._events:
+            stop = bisect_left(indices, at, lo=k)
+            out.extend(map(sample, indices[k:stop]))
+            out.append(record)
+            k = stop
+        out.extend(map(sample, indices[k:]))
+        return tuple(out)
 
-    @cached_property
-    def _all_samples(self) -> tuple[Sample, ...]:
-        return tuple(sorted((r for r in self.records if isinstance(r, Sample)), key=_by_send_time))
-
-    def samples(self, probe: str | None = None) -> tuple[Sample, ...]:
-        """One probe's samples (all probes' if None), sorted by send time then seq."""
+    def samples(self, probe: str | None = None) -> Samples:
+        """One probe's samples (all probes' if None), sorted by send time then seq (then the
+        order appended)."""
         if probe is not None:
-            return self._samples_by_probe.get(probe, ())
-        return self._all_samples
+            return Samples(self._columns, self._by_probe.get(probe, array("I")))
+        c = self._columns
+        merged = sorted(
+            chain.from_iterable(self._by_probe.values()), key=lambda i: (c.sent[i], c.seq[i], i)
+        )
+        return Samples(c, array("I", merged))
 
     @property
     def probes(self) -> list[str]:
         """Names of the probes that recorded samples, sorted."""
-        return sorted(self._samples_by_probe)
+        return sorted(self._by_probe)
+
+    @property
+    def events(self) -> tuple[Record, ...]:
+        """The records that are not samples (fault events, marks, final reads), in order."""
+        return tuple(r for _, r in self._events)
 
     @cached_property
     def fault_events(self) -> tuple[FaultEvent, ...]:
-        return tuple(r for r in self.records if isinstance(r, FaultEvent))
+        return tuple(r for _, r in self._events if isinstance(r, FaultEvent))
 
     @cached_property
     def marks(self) -> tuple[Mark, ...]:
-        return tuple(r for r in self.records if isinstance(r, Mark))
+        return tuple(r for _, r in self._events if isinstance(r, Mark))
 
     @cached_property
     def readbacks(self) -> tuple[ReadBack, ...]:
-        return tuple(r for r in self.records if isinstance(r, ReadBack))
+        return tuple(r for _, r in self._events if isinstance(r, ReadBack))
 
     def readback(self, probe: str) -> ReadBack | None:
         """The probe's final read: the last ReadBack recorded for it, if any."""
@@ -514,7 +1156,8 @@ class History:
 
     @property
     def last_sample_time(self) -> float | None:
-        return self._all_samples[-1].sent if self._all_samples else None
+        sent = self._columns.sent
+        return max((sent[idx[-1]] for idx in self._by_probe.values()), default=None)
 
     def fault_window(self, fault: str | None = None) -> tuple[float, float] | None:
         """(start, end) of a fault (of all faults if None): from its first inject-start to its
@@ -535,4 +1178,36 @@ class History:
         return iter(self.records)
 
     def __len__(self) -> int:
-        return len(self.records)
+        return sum(map(len, self._by_probe.values())) + len(self._events)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, History):
+            return NotImplemented
+        return self.header == other.header and self.records == other.records
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<History {self.header.run_id}: {len(self)} records>"
+
+
+def _by_name(columns: _Columns) -> dict[str, array[int]]:
+    names = columns.strings.names
+    return {cast(str, names[pid]): order for pid, order in columns.order.items() if order}
+
+
+def _all_events(columns: _Columns) -> list[tuple[int, Record]]:
+    return list(zip(columns.other_at, columns.others, strict=True))
+
+
+def _cut(
+    columns: _Columns, by_probe: Mapping[str, array[int]], start: float | None, end: float | None
+) -> dict[str, array[int]]:
+    # Copies each probe's slice of its send order: a writer's order may still grow (and take
+    # inserts) after the view is made.
+    out: dict[str, array[int]] = {}
+    for name, order in by_probe.items():
+        lo, hi = columns.span(order, start, end)
+        if hi > lo:
+            out[name] = order[lo:hi]
+    return out

@@ -14,17 +14,19 @@ import types
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from gameday import facts
-from gameday.gherkin import check_feature_file
-from gameday.needs import declared_needs, first_unmet
-from gameday.run import Run
-from gameday.scenario import Scenario
 from gameday.secrets import install_log_redaction, redact
-from gameday.target import DEFAULT_TARGET, Target, TargetError, load_target
+
+# What a session needs only once it has scenarios to run (the target's models, the engine,
+# an HTTP client) is imported where it is used: `pytest tests/...` and `--help` do not pay
+# for it, and importing this plugin stays cheap.
+if TYPE_CHECKING:
+    from gameday.run import Run
+    from gameday.scenario import Scenario
+    from gameday.target import Target
 
 EXIT_BAD_INPUT = 2
 
@@ -49,6 +51,8 @@ OUTCOME_KEY = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    from gameday.target import DEFAULT_TARGET
+
     group = parser.getgroup("gameday", "gameday: the deployment under test")
     group.addoption(
         "--target",
@@ -99,6 +103,8 @@ class FeatureFile(pytest.Module):
     """A Gherkin file collected as if a module had called `scenarios()` on it."""
 
     def _getobj(self) -> types.ModuleType:
+        from gameday.gherkin import check_feature_file
+
         check_feature_file(self.path)  # a misspelled keyword is an error, not a skipped step
         module = types.ModuleType(f"feature_{self.path.stem}")
         module.__file__ = str(self.path)
@@ -139,6 +145,9 @@ def scenario_title(item: pytest.Item) -> str:
 def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly or not any(_is_scenario(i) for i in session.items):
         return
+    from gameday.run import Run
+    from gameday.target import TargetError, load_target
+
     state = session.config.stash[SESSION_KEY]
     try:
         state.target = load_target(state.target_name)
@@ -193,6 +202,8 @@ def pytest_bdd_before_scenario(request: pytest.FixtureRequest, feature: Any, sce
     """Skip a scenario whose steps need what the target lacks, before its first step (so
     before any probe starts or fault is injected), with one line saying what is missing."""
     from pytest_bdd.scenario import get_step_function
+
+    from gameday.needs import declared_needs, first_unmet
 
     state = request.config.stash.get(SESSION_KEY, None)
     if state is None or state.target is None:
@@ -270,6 +281,8 @@ def _ensure_lab(state: GamedaySession, target: Target, say: Any) -> None:
 
 def entrypoint_problem(target: Target) -> str | None:
     """Why the entrypoint cannot be used, or None when it answers at all."""
+    from gameday import facts
+
     url = target.entrypoint.url.rstrip("/") + target.entrypoint.health_path
     # Bounded as a whole (entrypoint.timeout_sec): a server trickling bytes is given up on.
     answer = facts.health(target)
@@ -316,12 +329,30 @@ class ScenarioOutcomes:
             result.outcome = "passed"
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[None, None, None]:
     """After every fixture's teardown (pytest's own sessionfinish tears them down, and with
-    them the faults heal into the history): close the run and write its report."""
+    them the faults heal into the history): close the run and write its report, whatever
+    the teardown did. A wrapper, so that a heal failing in that teardown (the journal keeps
+    the fault, the history its heal-failed mark) cannot cut the report, junit.xml or the lab's
+    shutdown short; the failure is said in one line and the session does not exit 0."""
     state = session.config.stash.get(SESSION_KEY, None)
-    if state is not None and state.run is not None and not state.run.writer.closed:
+    try:
+        yield
+    except Exception as exc:
+        if state is None:
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        state.notes.append(f"the teardown failed: {redact(first)[:300]}")
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    finally:
+        if state is not None:
+            _finish_session(state, exitstatus)
+
+
+def _finish_session(state: GamedaySession, exitstatus: int) -> None:
+    if state.run is not None and not state.run.writer.closed:
         interrupted = (
             "the run was interrupted (Ctrl-C or SIGTERM)"
             if exitstatus == pytest.ExitCode.INTERRUPTED
@@ -329,7 +360,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         )
         report = state.run.finish(interrupted=interrupted)
         state.notes.append(f"report: {report}")
-    if state is None or not state.lab_started:
+    if not state.lab_started:
         return
     if state.keep_lab:
         state.notes.append("the lab is still running (--keep-lab); stop it with `gameday lab down`")
@@ -355,6 +386,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 @pytest.fixture
 def scenario(request: pytest.FixtureRequest, target: Target) -> Iterator[Scenario]:
     """This scenario's slice of the run: its probes, its history, its verdicts."""
+    from gameday.scenario import Scenario
+
     state = request.config.stash[SESSION_KEY]
     if state.run is None:
         pytest.skip("no run: scenarios need a target loaded at the start of the session")
@@ -369,6 +402,8 @@ def scenario(request: pytest.FixtureRequest, target: Target) -> Iterator[Scenari
 @pytest.fixture(scope="session")
 def target(request: pytest.FixtureRequest) -> Target:
     """The deployment under test, as loaded (and checked) at the start of the session."""
+    from gameday.target import load_target
+
     state = request.config.stash[SESSION_KEY]
     if state.target is None:
         state.target = load_target(state.target_name)

@@ -22,27 +22,23 @@ that reaches the page or `verdicts.json` passes through `gameday.secrets.redact`
 
 from __future__ import annotations
 
+import heapq
 import html
 import json
 import math
 import os
+from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
 # failure_kind is the checks' own wording of a failure ("timeout", "http 503"): the page
 # counts failures by the same kinds that verdict messages name.
-from gameday.checks.resilience import (
-    PHASES,
-    Window,
-    failure_kind,
-    latency_percentiles,
-    phase_of,
-    servers_by_phase,
-)
+from gameday.checks.resilience import PHASES, UNKNOWN_SERVER, Window, failure_kind
 from gameday.checks.schedule import CHECK as RATE_KEPT
 from gameday.history import (
     MARK_RECOVERED,
@@ -52,8 +48,9 @@ from gameday.history import (
     History,
     Mark,
     ReadBack,
-    Record,
-    Sample,
+    SampleColumns,
+    Samples,
+    time_of,
 )
 from gameday.secrets import redact
 from gameday.stats import nearest_rank
@@ -193,12 +190,7 @@ def load_verdicts(path: str | os.PathLike[str]) -> list[VerdictRecord]:
 # -- scenarios in the history ----------------------------------------------------------------
 
 
-def _time_of(record: Record) -> float:
-    return record.sent if isinstance(record, Sample) else record.at
-
-
-def _is_boundary(record: Record) -> bool:
-    return isinstance(record, Mark) and record.name in (MARK_SCENARIO_START, MARK_SCENARIO_END)
+BOUNDARIES = (MARK_SCENARIO_START, MARK_SCENARIO_END)
 
 
 @dataclass(frozen=True)
@@ -220,19 +212,26 @@ class _FaultWindow:
     healed: bool
 
 
+def _span(history: History) -> tuple[float, float]:
+    """The earliest and latest time of any record (0, 0 when there is none)."""
+    times = [time_of(r) for r in history.events]
+    for probe in history.probes:
+        samples = history.samples(probe)
+        times += [samples[0].sent, samples[-1].sent]
+    return min(times, default=0.0), max(times, default=0.0)
+
+
 def _scenarios(history: History, verdicts: Sequence[VerdictRecord]) -> list[_Scenario]:
-    times = [_time_of(r) for r in history.records]
-    last = max(times, default=0.0)
+    # Each scenario is cut out of the run's history by bisection of every probe's send order
+    # (History.window), not by a scan of all records per scenario.
+    earliest, last = _span(history)
     run_id = history.header.run_id
     starts = [m for m in history.marks if m.name == MARK_SCENARIO_START]
     if not starts:
-        body = tuple(r for r in history.records if not _is_boundary(r))
-        first = min(0.0, min(times, default=0.0))
+        body = history.window(None, None, leave_out=BOUNDARIES)
+        first = min(0.0, earliest)
         title = f"Run {run_id}"
-        return [
-            _Scenario(run_id, title, "not recorded", first, last, History(history.header, body),
-                      list(verdicts))
-        ]  # fmt: skip
+        return [_Scenario(run_id, title, "not recorded", first, last, body, list(verdicts))]
 
     by_id: dict[str, list[VerdictRecord]] = {}
     for v in verdicts:
@@ -258,14 +257,10 @@ def _scenarios(history: History, verdicts: Sequence[VerdictRecord]) -> list[_Sce
         else:  # the run was killed, or the engine failed before writing the end
             end = starts[i + 1].at if i + 1 < len(starts) else last
             outcome = "unfinished"
-        body = tuple(
-            r for r in history.records if not _is_boundary(r) and mark.at <= _time_of(r) <= end
-        )
+        body = history.window(mark.at, end, leave_out=BOUNDARIES)
         mine = by_id.get(nodeid, []) if last_index[nodeid] == i else []
         title = mark.detail.get("title") or (mine[0].title if mine else nodeid)
-        found.append(
-            _Scenario(nodeid, title, outcome, mark.at, end, History(history.header, body), mine)
-        )
+        found.append(_Scenario(nodeid, title, outcome, mark.at, end, body, mine))
     # Verdicts of scenarios the history never saw start (e.g. a check run after the end).
     for nodeid, records in by_id.items():
         if nodeid not in last_index:
@@ -385,8 +380,9 @@ def _y_max(latencies: list[float]) -> float:
     the others to the bottom; then the p99 with room, and the outliers go on the top edge."""
     if not latencies:
         return 10.0
-    ordered = sorted(latencies)
-    slowest, p99 = ordered[-1], nearest_rank(ordered, 99)
+    # The nearest-rank p99 is the k-th largest: no need to sort a million latencies for it.
+    k = len(latencies) - math.ceil(0.99 * len(latencies)) + 1
+    slowest, p99 = max(latencies), heapq.nlargest(k, latencies)[-1]
     top = slowest if slowest <= 3 * max(p99, 1.0) else p99 * 1.5
     # Headroom: a flat series would otherwise run along the top edge, under the labels.
     return _nice_step(max(top * 1.15, 1.0))
@@ -411,7 +407,7 @@ def _thin(points: list[tuple[int, int]], budget: int) -> list[tuple[int, int]]:
 
 
 def _timeline(
-    samples: Sequence[Sample],
+    samples: SampleColumns,
     *,
     probe: str,
     start: float,
@@ -422,8 +418,10 @@ def _timeline(
     ticks: Sequence[_Tick],
     late: Sequence[float] = (),
 ) -> _Chart:
-    span = max(end - start, max((s.sent - start for s in samples), default=0.0), 1.0)
-    latencies = [s.duration * 1000 for s in samples if s.ok and s.duration is not None]
+    sent, duration, ok = samples.sent, samples.duration, samples.ok
+    span = max(end - start, (sent[-1] - start) if sent else 0.0, 1.0)  # sent: in send order
+    # NaN (no duration: cut by a timeout) is the one value not equal to itself.
+    latencies = [d * 1000 for d, good in zip(duration, ok, strict=True) if good and d == d]
     frame = _Frame(start, span, _y_max(latencies))
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
@@ -503,15 +501,17 @@ def _timeline(
         )
     # Samples. Failures: one mark per pixel column, so none can be thinned away; successes
     # share the rest of the budget.
-    fail_columns = sorted({round(frame.x(s.sent)) for s in samples if not s.ok})
-    ok_points: list[tuple[int, int]] = []
+    fail_columns = sorted({round(frame.x(t)) for t, good in zip(sent, ok, strict=True) if not good})
+    # A set of pixels, not a point per sample: a million samples fall on ~80k pixels.
+    ok_points: set[tuple[int, int]] = set()
     clipped = 0
-    for s in samples:
-        if s.ok:
-            ms = s.duration * 1000 if s.duration is not None else 0.0
-            clipped += ms > frame.y_max
-            ok_points.append((round(frame.x(s.sent)), round(frame.y(ms))))
-    shown = _thin(ok_points, MAX_MARKS - len(fail_columns))
+    to_x, to_y, y_max = frame.x, frame.y, frame.y_max
+    for t, d, good in zip(sent, duration, ok, strict=True):
+        if good:
+            ms = d * 1000 if d == d else 0.0
+            clipped += ms > y_max
+            ok_points.add((round(to_x(t)), round(to_y(ms))))
+    shown = _thin(list(ok_points), MAX_MARKS - len(fail_columns))
     parts.append(f'<g class="ok" fill="{OK_COLOR}">')
     parts.extend(f'<circle cx="{px}" cy="{py}" r="2"/>' for px, py in shown)
     parts.append(f'</g><g class="failed" fill="{FAIL_COLOR}">')
@@ -553,9 +553,7 @@ class _Late:
     worst_sec: float
 
 
-def _late_sends(
-    probe: str, samples: Sequence[Sample], verdicts: Sequence[VerdictRecord]
-) -> _Late | None:
+def _late_sends(probe: str, samples: Samples, verdicts: Sequence[VerdictRecord]) -> _Late | None:
     """None when no `rate_kept` verdict of this probe was recorded (nothing to tell)."""
     m = next(
         (v.measured for v in reversed(verdicts)
@@ -570,7 +568,10 @@ def _late_sends(
         return None
     if rate <= 0:
         return None
-    lateness = [(s.sent, s.sent - (first + s.seq / rate)) for s in samples]
+    # From the columns: a long run's probe has hundreds of thousands of samples.
+    lateness = [
+        (t, t - (first + k / rate)) for t, k in zip(samples.sent(), samples.seqs(), strict=True)
+    ]
     late = [(t, by) for t, by in lateness if by > late_sec]
     return _Late([t for t, _ in late], float(late_sec), max((by for _, by in late), default=0.0))
 
@@ -658,16 +659,52 @@ def _servers(counter: Counter[str]) -> str:
     return ", ".join(f"{_e(server)} {n}" for server, n in ranked)
 
 
-def _phase_table(samples: Sequence[Sample], window: Window | None, start: float) -> str:
+@dataclass(frozen=True)
+class PhaseSummary:
+    """What the report's table says of one phase of one probe: the same figures as the checks'
+    `latency_percentiles` (p50/p95/p99 in ms, nearest rank, successes only) and
+    `servers_by_phase`, computed from columns (samples in send order, so a phase is a slice)."""
+
+    total: int
+    failed: int
+    latency: dict[str, float] | None  # None: no successful sample with a duration
+    servers: Counter[str]
+
+
+def phase_summaries(samples: SampleColumns, window: Window) -> dict[str, PhaseSummary]:
+    sent, duration, ok, server = samples.sent, samples.duration, samples.ok, samples.server
+    # phase_of: before < start <= during <= end < after
+    cuts = [0, bisect_left(sent, window[0]), bisect_right(sent, window[1]), len(sent)]
+    cuts[2] = max(cuts[1], cuts[2])
+    out: dict[str, PhaseSummary] = {}
+    for phase, lo, hi in zip(PHASES, cuts, cuts[1:], strict=False):
+        good = ok[lo:hi]
+        values = sorted(
+            d * 1000 for d, g in zip(duration[lo:hi], good, strict=True) if g and d == d
+        )
+        latency = None
+        if values:
+            latency = {
+                "p50": nearest_rank(values, 50),
+                "p95": nearest_rank(values, 95),
+                "p99": nearest_rank(values, 99),
+                "count": float(len(values)),
+            }
+        by_id = Counter(compress(server[lo:hi], good))
+        servers: Counter[str] = Counter()
+        for sid, n in by_id.items():
+            servers[samples.names[sid] or UNKNOWN_SERVER] += n
+        out[phase] = PhaseSummary(hi - lo, good.count(0), latency, servers)
+    return out
+
+
+def _phase_table(samples: SampleColumns, window: Window | None, start: float) -> str:
     # Without a fault every sample is "before" an infinitely late window: one row.
     judged = window if window is not None else (math.inf, math.inf)
-    latency = latency_percentiles(samples, window=judged)
+    summaries = phase_summaries(samples, judged)
     # Write probes (ledger rows, cache keys) have no serving server: say nothing, not
     # "(unknown)", which reads as a server the target does not list.
-    has_servers = any(s.server for s in samples)
-    servers = servers_by_phase(samples, window=judged)
-    failed = Counter(phase_of(s.sent, judged) for s in samples if not s.ok)
-    total = Counter(phase_of(s.sent, judged) for s in samples)
+    has_servers = any(samples.names[sid] for sid in set(samples.server))
     rows = []
     for phase in PHASES if window is not None else ("before",):
         if window is None:
@@ -678,13 +715,14 @@ def _phase_table(samples: Sequence[Sample], window: Window | None, start: float)
             name, span = phase, f"{_rel(window[0], start)} to {_rel(window[1], start)}"
         else:
             name, span = phase, f"&gt; {_rel(window[1], start)}"
-        lat = latency.get(phase)
+        summary = summaries[phase]
+        lat = summary.latency
         cells = [f"{lat[p]:.1f} ms" if lat else "—" for p in ("p50", "p95", "p99")]
         rows.append(
-            f"<tr><td>{name}</td><td>{span}</td><td class=n>{total[phase]}</td>"
-            f"<td class=n>{failed[phase]}</td>"
+            f"<tr><td>{name}</td><td>{span}</td><td class=n>{summary.total}</td>"
+            f"<td class=n>{summary.failed}</td>"
             + "".join(f"<td class=n>{c}</td>" for c in cells)
-            + f"<td>{_servers(servers[phase]) if has_servers else '—'}</td></tr>"
+            + f"<td>{_servers(summary.servers) if has_servers else '—'}</td></tr>"
         )
     head = (
         "<tr><th>phase</th><th>sent</th><th>samples</th><th>failed</th><th>p50</th>"
@@ -693,9 +731,8 @@ def _phase_table(samples: Sequence[Sample], window: Window | None, start: float)
     return f'<table class="phases">{head}{"".join(rows)}</table>'
 
 
-def _counts_line(samples: Sequence[Sample], windows: Sequence[_FaultWindow]) -> str:
-    ok = sum(1 for s in samples if s.ok)
-    kinds = Counter(failure_kind(s) for s in samples if not s.ok)
+def _counts_line(samples: Samples, ok: int, windows: Sequence[_FaultWindow]) -> str:
+    kinds = Counter(failure_kind(s) for s in samples.failed())
     parts = [f'<span class="swatch dot" style="background:{OK_COLOR}"></span>ok {ok}']
     if kinds:
         by_kind = ", ".join(
@@ -723,6 +760,7 @@ def _probe_block(
 ) -> str:
     hist = scenario.history
     samples = hist.samples(probe)
+    columns = samples.columns()
     recoveries = [
         (m.at, f"recovered +{_num(m.at - _recovery_reference(m.at, scenario, windows))}s")
         for m in hist.marks
@@ -731,7 +769,7 @@ def _probe_block(
     heal_starts = [e for e in hist.fault_events if e.phase == "heal-start"]
     late = _late_sends(probe, samples, scenario.verdicts)
     chart = _timeline(
-        samples,
+        columns,
         probe=probe,
         start=scenario.start,
         end=scenario.end,
@@ -758,8 +796,8 @@ def _probe_block(
     note = f'<p class="sub">{_e("; ".join(notes))}</p>' if notes else ""
     return (
         f'<div class="probe"><h3>{_e(probe)}</h3>{chart.svg}'
-        f"{_counts_line(samples, windows)}{_late_line(late)}"
-        f"{_phase_table(samples, _phase_window(windows), scenario.start)}{note}</div>"
+        f"{_counts_line(samples, columns.ok.count(1), windows)}{_late_line(late)}"
+        f"{_phase_table(columns, _phase_window(windows), scenario.start)}{note}</div>"
     )
 
 
@@ -811,7 +849,7 @@ def _verdict_table(verdicts: Sequence[VerdictRecord]) -> str:
 
 def _events(scenario: _Scenario) -> str:
     items: list[tuple[float, str]] = []
-    for r in scenario.history.records:
+    for r in scenario.history.events:
         if isinstance(r, FaultEvent):
             extra = f" ({_detail_text(r.detail)})" if r.detail else ""
             items.append((r.at, f"fault {r.fault}: {r.phase}{extra}"))
@@ -871,7 +909,9 @@ def _scenario_section(index: int, scenario: _Scenario, wall_start: str) -> str:
     )
 
 
-def _render(history: History, verdicts: Sequence[VerdictRecord]) -> str:
+def _render(history: History, verdicts: Sequence[VerdictRecord]) -> Iterator[str]:
+    """The page, in parts: one scenario's section at a time, so that a run of hundreds of
+    scenarios is never held as one string (nor twice, while it is written)."""
     header = history.header
     scenarios = _scenarios(history, verdicts)
     outcomes = Counter(s.outcome for s in scenarios)
@@ -889,10 +929,7 @@ def _render(history: History, verdicts: Sequence[VerdictRecord]) -> str:
         f'<li><a href="#s{i}">{_e(s.title)}</a> {_badge(s.outcome)}</li>'
         for i, s in enumerate(scenarios, start=1)
     )
-    sections = "".join(
-        _scenario_section(i, s, wall(s.start)) for i, s in enumerate(scenarios, start=1)
-    )
-    return (
+    yield (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>gameday report: {_e(header.run_id)}</title><style>{_CSS}</style></head>"
@@ -902,19 +939,23 @@ def _render(history: History, verdicts: Sequence[VerdictRecord]) -> str:
         f"<dt>started</dt><dd>{started}</dd>"
         f"<dt>scenarios</dt><dd>{scenario_totals}</dd>"
         f"<dt>verdicts</dt><dd>{verdict_ok} passed, {len(verdicts) - verdict_ok} failed</dd>"
-        f"</dl></header><nav><ol>{nav}</ol></nav>{sections}"
+        f"</dl></header><nav><ol>{nav}</ol></nav>"
+    )
+    for i, s in enumerate(scenarios, start=1):
+        yield _scenario_section(i, s, wall(s.start))
+    yield (
         "<footer>Times are seconds since each scenario started, on the run's monotonic clock; "
         "samples are placed at their send time.</footer></body></html>\n"
     )
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, text: str | Iterable[str]) -> None:
     # A reader (or a run killed while writing) never sees half a file. open() rather than
     # mkstemp: the report gets the umask's permissions, not mkstemp's owner-only ones.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+            f.writelines([text] if isinstance(text, str) else text)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

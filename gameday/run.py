@@ -13,13 +13,16 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gameday.clock import Clock
-from gameday.history import HistoryWriter, Mark, Record, RunHeader, read_history
+from gameday.history import HistoryWriter, Mark, Record, RunHeader
 from gameday.report import VerdictRecord, write_report
 from gameday.secrets import redact
-from gameday.target import Target, path_safe
 from gameday.verdict import Verdict
+
+if TYPE_CHECKING:  # the target's models are built when a target is loaded, not on import
+    from gameday.target import Target
 
 REPORTS_ENV = "GAMEDAY_REPORTS_DIR"
 
@@ -66,6 +69,8 @@ class Run:
         parent = parent if parent is not None else reports_dir()
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         # The name is free text ("../../etc" included): only its path-safe form names a folder.
+        from gameday.target import path_safe
+
         run_id = f"{stamp}-{path_safe(target.name)}"
         folder = parent / run_id
         suffix = 1
@@ -119,7 +124,9 @@ class Run:
                 r.outcome = "skipped"
                 r.message = f"not run: {interrupted}" if interrupted else "not run"
         self.writer.close()
-        history = read_history(self.folder / "history.jsonl")
+        # The writer kept every record (as columns): the report is made from them, not from
+        # a second copy read back from the file.
+        history = self.writer.history()
         write_junit(self.folder / "junit.xml", self.target.name, self.scenarios)
         return write_report(self.folder, history, self.verdicts)
 

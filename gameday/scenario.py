@@ -94,9 +94,12 @@ class Scenario:
         say: Callable[[str], None],
     ) -> Scenario:
         run.scenarios_begun += 1
+        # The record count first, then the time: every record appended before the scenario
+        # was then also sent (or made) before it began, so its samples are cut by time alone.
+        first_record = len(run.writer)
         scenario = cls(
             run, nodeid, title, dry_run, say, run.target, started=run.clock.now(),
-            key=f"{run.run_id}-s{run.scenarios_begun}", first_record=len(run.writer),
+            key=f"{run.run_id}-s{run.scenarios_begun}", first_record=first_record,
         )  # fmt: skip
         run.mark(MARK_SCENARIO_START, scenario=nodeid, title=title)
         return scenario
@@ -293,29 +296,42 @@ class Scenario:
 
     # -- what happened -----------------------------------------------------------------------
 
+    # What the live waits ask several times a second (has the probe recovered, how many
+    # failures since the fault, which fault events so far) is answered from the writer's
+    # indexes: a poll reads the probe's samples since the fault and the scenario's events, and
+    # costs the same whatever else the run has recorded.
+
     def history(self) -> History:
-        """The run's history so far, limited to this scenario's records.
+        """The run's history so far, limited to this scenario's records (a snapshot of the
+        writer's memory: for a Then-step, not for polling)."""
+        return self.run.writer.history(since=self.started, first_record=self.first_record)
 
-        From the writer's memory, not the file: recovery polling asks several times a second,
-        and with locust users in the background a run's file grows by thousands of lines.
-        """
-        since = self.started
-        records = self.run.writer.records(self.first_record)
-        return History(self.run.writer.header, tuple(r for r in records if _time_of(r) >= since))
+    def samples(
+        self, probe: str, *, since: float | None = None, until: float | None = None
+    ) -> list[Sample]:
+        """This scenario's samples of `probe` sent in [since, until], in send order."""
+        start = self.started if since is None else max(since, self.started)
+        return list(self.run.writer.samples(probe, since=start, until=until))
 
-    def samples(self, probe: str) -> list[Sample]:
-        return list(self.history().samples(probe))
+    def failures(self, probe: str, *, since: float) -> int:
+        """How many of this scenario's samples of `probe` sent at or after `since` failed."""
+        return self.run.writer.failures(probe, since=max(since, self.started))
+
+    def fault_events(self) -> list[FaultEvent]:
+        """This scenario's fault events so far, in the order recorded."""
+        events = self.run.writer.events(first_record=self.first_record, since=self.started)
+        return [e for e in events if isinstance(e, FaultEvent)]
 
     def fault_start(self) -> float:
         """When the first fault of the scenario began; the step fails when none was."""
-        starts = [e.at for e in self.history().fault_events if e.phase == "inject-start"]
+        starts = [e.at for e in self.fault_events() if e.phase == "inject-start"]
         if not starts:
             pytest.fail("no fault was injected in this scenario", pytrace=False)
         return min(starts)
 
     def fault_window(self) -> tuple[float, float]:
         """From the first inject to the last heal, or to now while the fault is in effect."""
-        events: list[FaultEvent] = list(self.history().fault_events)
+        events = self.fault_events()
         starts = [e.at for e in events if e.phase == "inject-start"]
         if not starts:
             pytest.fail("no fault was injected in this scenario", pytrace=False)
@@ -362,7 +378,7 @@ class Scenario:
         A fault healed early by an abort condition fails every verdict of the scenario: the
         deployment broke worse than the scenario allows, and that is what it found.
         """
-        aborts = [e for e in self.history().fault_events if e.phase == "abort"]
+        aborts = [e for e in self.fault_events() if e.phase == "abort"]
         results = list(verdicts)
         if aborts:
             reason = aborts[0].detail.get("reason", "an abort condition fired")
@@ -389,9 +405,7 @@ class Scenario:
 
     def in_effect_at(self, start: float) -> float:
         """When the fault that began at `start` was fully in effect (its inject-end)."""
-        ends = [
-            e.at for e in self.history().fault_events if e.phase == "inject-end" and e.at >= start
-        ]
+        ends = [e.at for e in self.fault_events() if e.phase == "inject-end" and e.at >= start]
         return min(ends) if ends else start
 
     def recovered(self, probe: str, within_sec: float) -> Verdict:
@@ -406,10 +420,13 @@ class Scenario:
         timeout = float(getattr(running, "timeout_sec", 0.0))
 
         def judge() -> Verdict:
+            # Only the samples the check can look at: sent from the fault on, up to where the
+            # probe's record is complete.
             interval, until = self._settled(running)
             return rc.time_to_recover(
-                self.samples(probe), fault_start=start, within_sec=within_sec,
-                in_effect_at=self.in_effect_at(start), until=until, interval=interval,
+                self.samples(probe, since=start, until=until), fault_start=start,
+                within_sec=within_sec, in_effect_at=self.in_effect_at(start), until=until,
+                interval=interval,
             )  # fmt: skip
 
         verdict = self.wait_for(
@@ -463,7 +480,9 @@ class Scenario:
 
         window = self.fault_window()
         self.probe("locust").settle()  # type: ignore[attr-defined]
-        samples = [s for s in self.history().samples() if s.probe.startswith(LOCUST_PROBE_PREFIX)]
+        history = self.history()
+        users = [p for p in history.probes if p.startswith(LOCUST_PROBE_PREFIX)]
+        samples = [s for p in users for s in history.samples(p)]
         return rc.availability(samples, window=window, min_ratio=min_ratio)
 
     def health_probe(self) -> str:
@@ -581,7 +600,3 @@ class Scenario:
         return writes_survive_restart(
             writes, present, restart_at=self.fault_start(), grace_sec=grace_sec
         )
-
-
-def _time_of(record: Any) -> float:
-    return float(record.sent if isinstance(record, Sample) else record.at)

@@ -525,7 +525,7 @@ def test_prose_tables_and_doc_strings_are_not_errors() -> None:
 def test_a_target_name_with_dots_and_slashes_stays_inside_reports(tmp_path: Path) -> None:
     reports = tmp_path / "deep" / "reports"
     target = generic("http://127.0.0.1:9").model_copy(update={"name": "../../../escaped"})
-    run = Run.start(target, reports_dir=reports)
+    run = Run.start(target, reports)
     report = run.finish()
     assert run.folder.parent == reports and run.folder.name.endswith("-escaped")
     assert report.resolve().is_relative_to(reports.resolve())

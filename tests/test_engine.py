@@ -247,3 +247,48 @@ def test_an_interrupted_run_heals_reports_and_never_says_pass(
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     phases = [r["phase"] for r in history if r.get("kind") == "fault"]
     assert phases == ["inject-start", "inject-end", "heal-start", "heal-end"]
+
+
+def test_an_interrupted_run_whose_heal_fails_still_writes_its_report(
+    project: pytest.Pytester, entrypoint: str, tmp_path: Path
+) -> None:
+    """The heal runs in pytest's own session teardown after an interrupt; when it fails there,
+    the report, junit.xml and the run's end must still be written, and the fault stays in
+    the journal for `gameday heal`."""
+    reports, flag = tmp_path / "reports", tmp_path / "failed-over"
+    _feature(project, "held", HELD)
+    target = _target(tmp_path, entrypoint, flag, allow=True)
+    target.write_text(target.read_text().replace(f"heal: rm -f {flag}", "heal: 'false'"))
+    env = {
+        **os.environ,
+        "GAMEDAY_REPORTS_DIR": str(reports),
+        "GAMEDAY_STATE_DIR": str(tmp_path / "state"),
+        "PYTHONPATH": str(ROOT),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "features/", "--target",
+         str(target)],
+        cwd=project.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not flag.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "the fault never came"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, out[-2000:]
+    assert "gameday: the teardown failed: " in out and "heal `false` exited 1" in out, out[-2000:]
+    (run,) = list(reports.iterdir())
+    assert f"gameday: report: {run / 'report.html'}" in out
+    suite = ET.parse(run / "junit.xml").getroot()
+    assert suite.get("errors") == "1"
+    history = (run / "history.jsonl").read_text()
+    assert '"name":"heal-failed"' in history
+    assert flag.exists(), "the failing heal left the fault: the journal keeps it"
+    (journal,) = list((tmp_path / "state").glob("journal-*.jsonl"))
+    assert '"state":"healed"' not in journal.read_text()

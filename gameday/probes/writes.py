@@ -28,7 +28,7 @@ import httpx
 
 from gameday.checks.schedule import ScheduleReport
 from gameday.clock import Clock
-from gameday.facts import read_path, write_request, written_id
+from gameday.facts import read_path, tls_context, write_request, written_id
 from gameday.history import ReadBack, Sample
 from gameday.probes.http import error_kind
 from gameday.probes.schedule import FixedRate, Tick
@@ -132,6 +132,7 @@ class OrdersProbe(WriteProbe):
             base_url=target.entrypoint.url,
             timeout=self._timeout,
             limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),
+            verify=tls_context(),
         )
 
     def write(self, seq: int) -> tuple[str, str, str | None, int | None]:
