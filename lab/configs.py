@@ -95,6 +95,10 @@ backend servers
     # server may have applied already.
     retry-on conn-failure empty-response response-timeout
     http-request disable-l7-retry if METH_POST
+    # A fresh connection to the server for every request: a request sent on a pooled one to a
+    # server whose zone went dark waits out `timeout server` (30 s); a new one fails its
+    # connect in 1 s and is redispatched (above) to the live server.
+    option http-server-close
     option httpchk GET /health
     http-check expect status 200
     default-server {check}
