@@ -62,11 +62,13 @@ def zone_egress_back(scenario: Scenario, zone: str, seconds: float) -> None:
 
 
 @then("at most one database node accepted writes at a time during the fault")
+@needs(Nodes("database"))
 def one_database_writer(scenario: Scenario) -> None:
     scenario.judge(scenario.one_writer_at_a_time("database"))
 
 
 @then("at most one cache node accepted writes at a time during the fault")
+@needs(Nodes("cache"))
 def one_cache_writer(scenario: Scenario) -> None:
     scenario.judge(scenario.one_writer_at_a_time("cache"))
 
