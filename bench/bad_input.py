@@ -63,7 +63,7 @@ def main() -> None:
     cases = corpus.corpus_cases() + special
     started = time.monotonic()
     try:
-        outcomes = corpus.run_corpus(cases, workers=args.workers, root=root)
+        outcomes = corpus.run_corpus(cases, workers=args.workers, root=root, every=True)
     finally:
         for s in sockets:
             s.close()

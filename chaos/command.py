@@ -64,8 +64,9 @@ class CommandFault(Fault):
     A target declares command faults by name: under a capability name (database-failover,
     stop-server...: gameday faults lists them) the shipped scenarios use it in place of the
     provider's own fault; under a name of your own, `When the fault "NAME" is injected` runs it.
-    `{server}`, `{zone}`, `{mode}` and `{service}` in the command lines are replaced by what the
-    step names (`When server "web1" is killed`: server web1, mode kill); other braces are left
+    `{server}`, `{zone}`, `{mode}`, `{service}` and `{percent}` in the command lines are
+    replaced by what the step names (`When server "web1" is killed`: server web1, mode kill;
+    `When the disk of the first server is filled to 90%`: percent 90); other braces are left
     as they are.
 
         faults:

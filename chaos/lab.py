@@ -164,7 +164,8 @@ class DatabaseCrash(_LabFault):
 
 
 class StopServer(_LabFault):
-    """Stop a whole server of the lab: its backend, database node, Redis and Sentinel.
+    """Stop a whole server of the lab: its backend, database node, Redis and Sentinel, and
+    its exporters (when the lab runs its monitoring).
 
     Parameters: `server` (server1 or server2) and `mode`: `graceful` (supervisor stops each
     program with its stop signal) or `kill` (SIGKILL, as a host losing power). Whatever was
@@ -176,8 +177,11 @@ class StopServer(_LabFault):
 
     def _programs(self) -> list[str]:
         s = server_named(self.params["server"])
-        # The backend first: the load balancer sees it gone before its data stores go.
-        return [s.backend_program, s.sentinel_program, s.redis_program, s.postgres_program]
+        # The backend first: the load balancer sees it gone before its data stores go. The
+        # server's exporters go with it, as they would with the host (InstanceDown).
+        programs = [s.backend_program, s.sentinel_program, s.redis_program, s.postgres_program]
+        running = control.processes(self.layout)
+        return programs + [p for p in s.exporter_programs if p in running]
 
     def describe(self) -> str:
         mode = self.params.get("mode", "graceful")

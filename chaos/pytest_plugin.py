@@ -6,6 +6,8 @@ about faults a killed run left behind.
   unwinds through the heals and pytest writes the report and exits 2 (interrupted).
 - Before the first destructive scenario (or the first fault, whichever comes first), the undo
   journal of the target's deployment is replayed: what a killed run left is healed.
+- The kill switch and the lease are in force for every fault (chaos.gates): a paused target,
+  or one another game day holds, refuses the fault; a pause heals a fault within a second.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from chaos import gates
 from chaos.runner import install_signal_handlers
 from chaos.scenario import PendingHeal, ScenarioFaults
 from gameday.pytest_plugin import SESSION_KEY, live_writer
@@ -21,6 +24,8 @@ from gameday.scenario import Scenario
 
 HEAL_KEY = pytest.StashKey[PendingHeal]()
 RESTORE_KEY = pytest.StashKey[Callable[[], None]]()
+
+gates.register()
 
 
 @pytest.hookimpl(trylast=True)

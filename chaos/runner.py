@@ -439,16 +439,25 @@ class Watchdog:
         return None
 
     def _run(self) -> None:
-        while not self._stop.is_set() and not self.active.healed:
-            reason = self._reason()
-            if reason is not None and not self._stop.is_set():
-                self.fired = reason
-                try:
-                    self.active.abort(reason)
-                except BaseException as exc:  # the session retries at its end
-                    self.log(f"early heal of {self.active.label} failed: {one_line(exc)}")
-                return
-            self._stop.wait(self.interval_sec)
+        try:
+            while not self._stop.is_set() and not self.active.healed:
+                reason = self._reason()
+                if reason is not None and not self._stop.is_set():
+                    self.fired = reason
+                    try:
+                        self.active.abort(reason)
+                    except BaseException as exc:  # the session retries at its end
+                        self.log(f"early heal of {self.active.label} failed: {one_line(exc)}")
+                    return
+                self._stop.wait(self.interval_sec)
+        finally:
+            # A condition may hold a connection it opened in this thread (the ledger's pause
+            # switch): it is closed here, where it was opened.
+            for condition in self.conditions:
+                close = getattr(condition, "close", None)
+                if callable(close):
+                    with contextlib.suppress(Exception):
+                        close()
 
 
 # -- a scenario's faults ---------------------------------------------------------------------

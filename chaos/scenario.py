@@ -82,6 +82,9 @@ class ScenarioFaults:
         self.session = FaultSession(log=scenario.say)
         #: probe name -> failures allowed while a fault is in effect
         self.budgets: dict[str, int] = {}
+        #: the scenario's own stop conditions (an alert that must not fire...), watched while
+        #: each of its faults is in effect
+        self.conditions: list[AbortCondition] = []
         self._healed_before = healed_before
 
     def __enter__(self) -> ScenarioFaults:
@@ -116,6 +119,16 @@ class ScenarioFaults:
     def budget(self, probe: str, failures: int) -> None:
         """At most `failures` failed samples of `probe` while a fault is in effect."""
         self.budgets[probe] = failures
+
+    def stop_when(self, condition: AbortCondition) -> None:
+        """Heal every fault of the scenario early (its watchdog's abort) when `condition`
+        fires, like a FIS stop condition on a CloudWatch alarm."""
+        self.conditions.append(condition)
+
+    def heal_now(self) -> None:
+        """Heal the scenario's faults now, before its end (a Then-step that judges what
+        happens after the heal); the end of the scenario then has nothing left to heal."""
+        self.session.heal_all()
 
     def inject(self, name: str, **params: str) -> None:
         """Inject the target's fault `name` with the step's `params`; see the module doc."""
@@ -158,6 +171,7 @@ class ScenarioFaults:
 
             conditions.append(ErrorBudget(failures, allowed))
         conditions += [make(self.target) for make in ABORT_CONDITIONS]
+        conditions += self.conditions
         self.session.watch(active, conditions, interval_sec=WATCH_INTERVAL_SEC)
 
 

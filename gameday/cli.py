@@ -10,8 +10,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from gameday.secrets import install_log_redaction, redact
+
+if TYPE_CHECKING:
+    from gameday.target import Target
 
 # Each command imports what it uses (the lab's database and Redis clients, the target's
 # models, locust...) once the arguments are parsed: `gameday --help` and a mistyped option
@@ -117,6 +121,8 @@ def cmd_target_check(args: argparse.Namespace) -> int:
         endpoint = f", endpoint {redact(aws.endpoint_url)}" if aws.endpoint_url else ""
         zones = ", ".join(aws.zones) or "none declared"
         print(f"  aws: account {account}, region {aws.region}{endpoint}; zones: {zones}")
+    if target.monitoring is not None:
+        print(f"  monitoring: {monitoring_line(target)}")
     for name, fault in target.faults.items():
         where = f" over SSH on {fault.ssh}" if fault.ssh else ""
         print(redact(f"  fault {name}{where}: inject `{fault.inject}`, heal `{fault.heal}`"))
@@ -125,6 +131,27 @@ def cmd_target_check(args: argparse.Namespace) -> int:
     if args.scenarios:
         return _print_scenario_plan(args.target, allow_destructive=args.allow_destructive)
     return 0
+
+
+def monitoring_line(target: Target) -> str:
+    """What `target check` says about the monitoring role."""
+    m = target.monitoring
+    assert m is not None
+    parts = []
+    if m.prometheus_url:
+        parts.append(f"Prometheus {m.prometheus_url}")
+    if m.alertmanager_url:
+        parts.append(f"Alertmanager {m.alertmanager_url}")
+    if m.receiver is not None and m.receiver.listen:
+        parts.append(f"receiver: the harness's webhook on {m.receiver.listen}")
+    elif m.receiver is not None:
+        parts.append(f"receiver: Alertmanager's {m.receiver.integration} notification counters")
+    else:
+        parts.append("no receiver check")
+    if m.cloudwatch_alarms:
+        alarms = ", ".join(f"{k}={v}" for k, v in m.cloudwatch_alarms.items())
+        parts.append(f"CloudWatch alarms {alarms}")
+    return redact("; ".join(parts))
 
 
 def _print_scenario_plan(target_arg: str, *, allow_destructive: bool) -> int:
@@ -267,6 +294,40 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     verdict = bl.verdict(rows)
     print(("ok: " if verdict.ok else "FAILED: ") + verdict.message)
     return 0 if verdict.ok else EXIT_FAILED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.drill:  # a drill's fault goes through chaos (journal, heal-always), imported lazily
+        from chaos.drill import cmd_drill
+
+        return cmd_drill(args.plan, ignore_window=args.ignore_window, check=args.check)
+    from gameday.gamedays import cmd_run as run
+
+    return run(args.plan, ignore_window=args.ignore_window, check=args.check)
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    from gameday.gamedays import cmd_pause as pause
+
+    return pause(args.target, reason=args.reason, by=args.by)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from gameday.gamedays import cmd_resume as resume
+
+    return resume(args.target, by=args.by)
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    from gameday.gamedays import cmd_ack as ack
+
+    return ack(args.target, by=args.by, note=args.note)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from gameday.gamedays import cmd_history as history
+
+    return history(target_name=args.target, scenario=args.scenario, last=args.last, html=args.html)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -414,7 +475,91 @@ def build_parser() -> argparse.ArgumentParser:
             help="a latency rise smaller than this is never a regression (default 2 ms)",
         )  # fmt: skip
         p.set_defaults(func=cmd_baseline)
+    _add_gameday_commands(sub)
     return parser
+
+
+def _add_gameday_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Scheduled game days (docs/gamedays.md): run, pause, resume, ack, history."""
+    run = sub.add_parser(
+        "run",
+        help="run a game-day plan unattended (gamedays/NAME.yaml): exit 0/1/2/3",
+        description=(
+            "Run the plan's scenarios with pytest, one game day per target at a time, record "
+            "every scenario in the ledger and fail on a regression against the last passing "
+            "runs. Exit 0 passed, 1 failed or regressed, 2 bad input, 3 refused (outside the "
+            "plan's windows, target paused, another game day holds the target)."
+        ),
+    )
+    run.add_argument("plan", help="a plan name from gamedays/ or a path to a plan file")
+    run.add_argument(
+        "--drill", action="store_true",
+        help="inject the plan's drill fault and leave it to people: time to detect (gameday "
+        "ack or the first alert), to mitigate and to restore; heals at the plan's deadline",
+    )  # fmt: skip
+    run.add_argument(
+        "--ignore-window", action="store_true", help="run even outside the plan's windows"
+    )
+    run.add_argument(
+        "--check", action="store_true",
+        help="check the plan and whether it may run now; run nothing",
+    )  # fmt: skip
+    run.set_defaults(func=cmd_run)
+
+    pause = sub.add_parser(
+        "pause",
+        help="the kill switch: no fault on the target, by anyone, until resumed",
+        description=(
+            "Pause a target in the ledger: every fault is refused, runs refuse to start "
+            "(exit 3, naming the reason), and a running game day heals and stops within a "
+            "second."
+        ),
+    )
+    pause.add_argument("--target", required=True, help="target name or path")
+    pause.add_argument("--reason", required=True, help="why (shown to every refused run)")
+    pause.add_argument("--by", help="who pauses (default: user@host)")
+    pause.set_defaults(func=cmd_pause)
+
+    resume = sub.add_parser("resume", help="lift a pause", description="Lift a target's pause.")
+    resume.add_argument("--target", required=True, help="target name or path")
+    resume.add_argument("--by", help="who resumes (default: user@host)")
+    resume.set_defaults(func=cmd_resume)
+
+    ack = sub.add_parser(
+        "ack",
+        help="acknowledge what is happening on a target (ends a drill's time to detect)",
+        description="Record that a person noticed; a drill running on the target measures it.",
+    )
+    ack.add_argument("--target", required=True, help="target name or path")
+    ack.add_argument("--by", help="who acknowledges (default: user@host)")
+    ack.add_argument("--note", default="", help="what you saw")
+    ack.set_defaults(func=cmd_ack)
+
+    history = sub.add_parser(
+        "history",
+        help="the ledger's records: a table, or a trend page with --html",
+        description="Show the recorded runs, oldest first; --html writes the trend page.",
+    )
+    history.add_argument("--target", help="only this target (name or path)")
+    history.add_argument("--scenario", help="only scenarios whose title contains this")
+    history.add_argument("--last", type=int, help="only the last N runs")
+    history.add_argument(
+        "--html", nargs="?", const="", metavar="PATH",
+        help="also write the trend page (default: trend.html in the reports folder)",
+    )  # fmt: skip
+    history.set_defaults(func=cmd_history)
+
+
+class _NotRaised(Exception):
+    pass
+
+
+def _lab_error() -> type[Exception]:
+    """lab.control's LabError, once a command has imported lab.control (only then can it be
+    raised): importing it up front cost every command, `gameday run` refusing in under a
+    second included, a third of a second."""
+    module = sys.modules.get("lab.control")
+    return module.LabError if module is not None else _NotRaised
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -422,7 +567,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from chaos.base import FaultError
     from gameday.target import TargetError
-    from lab.control import LabError
     from lab.layout import LayoutError
 
     try:
@@ -430,7 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TargetError, LayoutError) as exc:
         print(f"gameday: {redact(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (LabError, ValueError, FaultError) as exc:
+    except (_lab_error(), ValueError, FaultError) as exc:
         print(f"gameday: {redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -58,6 +58,10 @@ MARK_SCENARIO_END = "scenario-end"
 MARK_RECOVERED = "recovered"
 MARK_HEAL_FAILED = "heal-failed"
 MARK_LOCUST_SUMMARY = "locust-summary"
+# Alert state changes, as the target's monitoring reported them (gameday/monitoring.py).
+MARK_ALERT_FIRING = "alert-firing"
+MARK_ALERT_DELIVERED = "alert-delivered"
+MARK_ALERT_RESOLVED = "alert-resolved"
 
 ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
@@ -394,6 +398,33 @@ def _split_key(key: str | None) -> tuple[str | None, int]:
         significant = digits.lstrip("0") or "0"
         prefix, digits = key[: len(key) - len(significant)], significant
     return prefix, int(digits)
+
+
+def _split_keys(keys: list[str | None]) -> tuple[list[str | None], list[int]]:
+    """`_split_key` of each. A writer's ids share their prefix, so one that starts with the
+    previous prefix and ends in plain ASCII digits (no leading zero, not too long) is split
+    without stripping: a third of the time of reading a writer's history went to rstrip."""
+    prefixes: list[str | None] = []
+    counters: list[int] = []
+    last: str | None = None
+    cut = 0
+    for key in keys:
+        if last is not None and key is not None and key.startswith(last):
+            digits = key[cut:]
+            if (
+                digits.isascii() and digits.isdigit()
+                and (digits[0] != "0" or len(digits) == 1)
+                and len(digits) <= _MAX_COUNTER_DIGITS
+            ):  # fmt: skip
+                prefixes.append(last)
+                counters.append(int(digits))
+                continue
+        prefix, counter = _split_key(key)
+        prefixes.append(prefix)
+        counters.append(counter)
+        if counter >= 0:
+            last, cut = prefix, len(prefix or "")
+    return prefixes, counters
 
 
 class _Strings:
@@ -982,9 +1013,7 @@ class _Reader:
             prefixes: list[str | None] = keys
             counters = [-1] * len(keys)
         else:
-            split = [_split_key(k) for k in keys]
-            prefixes = [p for p, _ in split]
-            counters = [n for _, n in split]
+            prefixes, counters = _split_keys(keys)
         return _NewSamples(
             probe=strings.ids_of(probes),
             seq=seqs,

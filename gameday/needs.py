@@ -65,6 +65,7 @@ _ROLE_HOW = {
     "database": "database: writer_url",
     "cache": "cache: url",
     "servers": "servers: (name and zone of each)",
+    "monitoring": "monitoring: alertmanager_url, or cloudwatch_alarms on AWS; docs/monitoring.md",
 }
 
 
@@ -300,3 +301,33 @@ class Check:
 
     def why_not(self, target: Target, args: Mapping[str, object]) -> str | None:
         return self.reason(target, args)
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """The target's monitoring role, and in it: `alerts` (Alertmanager, or CloudWatch alarms
+    for the alert the step names in `arg`), `receiver` (a way to see delivery), `alertmanager`
+    (Prometheus/Alertmanager only: silence and stop conditions read its alert list)."""
+
+    what: str = "alerts"
+    arg: str | None = None
+
+    def why_not(self, target: Target, args: Mapping[str, object]) -> str | None:
+        m = target.monitoring
+        if m is None:
+            return Role("monitoring").why_not(target, args)
+        if self.what == "receiver" and m.receiver is None:
+            return (
+                f"target {target.name!r} declares no monitoring.receiver (listen: host:port for "
+                "the harness's webhook, or integration: slack), so delivery cannot be seen"
+            )
+        if self.what == "alertmanager" and m.alertmanager_url is None:
+            return f"target {target.name!r} declares no monitoring.alertmanager_url"
+        if m.alertmanager_url is None and self.arg is not None:
+            alert = str(args.get(self.arg))
+            if alert not in m.cloudwatch_alarms:
+                return (
+                    f"target {target.name!r} names no CloudWatch alarm for {alert!r} "
+                    "(monitoring.cloudwatch_alarms)"
+                )
+        return None

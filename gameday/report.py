@@ -540,6 +540,175 @@ def _timeline(
     return _Chart("".join(parts), len(shown) + len(fail_columns), clipped, frame.y_max)
 
 
+# -- alerts: the pager's view of a scenario (kept apart: the rest of this file is shared) ----
+
+ALERT_COLORS = {"firing": "#d62728", "delivered": "#1f5fbf", "resolved": "#2ca02c"}
+ALERT_LANE_PX = 30
+# What verdicts.json's "timings" takes from each scenario's verdicts (measured keys).
+TIMINGS = {
+    "time_to_detect_sec": "time_to_detect_sec",
+    "time_to_recover_sec": "recovery_sec",
+    "time_to_resolve_sec": "time_to_resolve_sec",
+}
+
+
+def scenario_timings(verdicts: Sequence[VerdictRecord]) -> list[dict[str, Any]]:
+    """Per scenario, side by side: time to detect (its first alert), time to recover (its
+    slowest probe) and time to resolve (its slowest alert), as its verdicts measured them."""
+    out: dict[str, dict[str, Any]] = {}
+    for v in verdicts:
+        row = out.setdefault(v.scenario, {"scenario": v.scenario, "title": v.title})
+        for key, measured in TIMINGS.items():
+            value = v.measured.get(measured)
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            keep_smallest = key == "time_to_detect_sec"
+            if key not in row or (value < row[key] if keep_smallest else value > row[key]):
+                row[key] = value
+    return [row for row in out.values() if len(row) > 2]
+
+
+def _alert_marks(scenario: _Scenario) -> list[tuple[Mark, str]]:
+    from gameday.history import MARK_ALERT_DELIVERED, MARK_ALERT_FIRING, MARK_ALERT_RESOLVED
+
+    kinds = {
+        MARK_ALERT_FIRING: "firing",
+        MARK_ALERT_DELIVERED: "delivered",
+        MARK_ALERT_RESOLVED: "resolved",
+    }
+    return [(m, kinds[m.name]) for m in scenario.history.marks if m.name in kinds]
+
+
+def _alert_block(scenario: _Scenario, windows: Sequence[_FaultWindow]) -> str:
+    """One time axis for the pager: fault windows, each alert firing, delivered and resolved,
+    the recovery marks; then a table of the same moments. Empty without alert marks."""
+    marks = _alert_marks(scenario)
+    if not marks:
+        return ""
+    alerts = list(dict.fromkeys(m.detail.get("alert", "?") for m, _ in marks))
+    start = scenario.start
+    span = max(scenario.end - start, max(m.at - start for m, _ in marks), 1.0)
+    frame = _Frame(start, span, 1.0)
+    bottom = 10 + ALERT_LANE_PX * len(alerts)
+    height = bottom + 22
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+        f'viewBox="0 0 {WIDTH} {height}" role="img" aria-label="alerts" '
+        'font-family="system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif" '
+        'font-size="10">'
+    ]
+    for w in windows:
+        x0, x1 = round(frame.x(w.start)), round(frame.x(w.end))
+        parts.append(
+            f'<rect class="fault" x="{x0}" y="6" width="{max(x1 - x0, 2)}" '
+            f'height="{bottom - 6}" fill="{FAULT_COLOR}"><title>{_e(w.fault)}: '
+            f"{_rel(w.start, start)} to {_rel(w.end, start)}</title></rect>"
+        )
+    for m in scenario.history.marks:
+        if m.name == MARK_RECOVERED:
+            x = round(frame.x(m.at)) + 0.5
+            parts.append(
+                f'<line class="recovery" x1="{x}" x2="{x}" y1="6" y2="{bottom}" '
+                f'stroke="{RECOVERY_COLOR}" stroke-width="1.5"><title>recovered '
+                f"{_e(m.detail.get('probe', ''))} at {_rel(m.at, start)}</title></line>"
+            )
+    for i, alert in enumerate(alerts):
+        parts.append(_alert_lane(alert, marks, frame, 10 + ALERT_LANE_PX * (i + 0.5), scenario))
+    step = _nice_step(span / 8)
+    k = 0
+    while k * step <= span * (1 + 1e-9):
+        x = round(frame.x(start + k * step)) + 0.5
+        parts.append(
+            f'<text x="{x}" y="{bottom + 14}" text-anchor="middle" fill="#555">'
+            f"{_num(k * step)} s</text>"
+        )
+        k += 1
+    parts.append("</svg>")
+    legend = " · ".join(
+        f'<span class="swatch dot" style="background:{c}"></span>{k}'
+        for k, c in ALERT_COLORS.items()
+    )
+    return (
+        f'<div class="probe alerts"><h3>Alerts</h3>{"".join(parts)}<p class="counts">{legend}'
+        f' · <span class="swatch" style="background:{FAULT_COLOR}"></span>fault window · '
+        f'<span class="swatch" style="background:{RECOVERY_COLOR}"></span>recovered</p>'
+        f"{_alert_table(marks, scenario, windows)}</div>"
+    )
+
+
+def _alert_lane(
+    alert: str, marks: Sequence[tuple[Mark, str]], frame: _Frame, y: float, scenario: _Scenario
+) -> str:
+    mine = [(m, k) for m, k in marks if m.detail.get("alert", "?") == alert]
+    parts = [
+        f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y}" y2="{y}" stroke="#e2e2e2"/>'
+        f'<text x="{LEFT + 2}" y="{y - 6}" fill="#555" {HALO}>{_e(alert)}</text>'
+    ]
+    fired = [m.at for m, k in mine if k == "firing"]
+    resolved = [m.at for m, k in mine if k == "resolved"]
+    if fired:  # the span it fired over, faintly
+        x0 = round(frame.x(min(fired)))
+        x1 = round(frame.x(max(resolved) if resolved else scenario.end))
+        parts.append(
+            f'<rect x="{x0}" y="{y - 3}" width="{max(x1 - x0, 2)}" height="6" '
+            f'fill="{ALERT_COLORS["firing"]}" opacity="0.25"/>'
+        )
+    for m, kind in mine:
+        x = round(frame.x(m.at)) + 0.5
+        status = m.detail.get("status", "")
+        where = m.detail.get("server") or m.detail.get("instance") or ""
+        color = ALERT_COLORS["resolved" if status == "resolved" else kind]
+        if kind == "delivered":  # under the lane: a delivery often coincides with a sighting
+            shape = f'<circle cx="{x}" cy="{y + 7}" r="3.5" fill="{color}"/>'
+        else:
+            shape = (
+                f'<rect x="{x - 4}" y="{y - 4}" width="8" height="8" fill="{color}" '
+                f'transform="rotate(45 {x} {y})"/>'
+            )
+        what = f"{kind} ({status})" if status else kind
+        on = f" on {where}" if where else ""
+        parts.append(
+            f'<g class="alert {kind}"><title>{_e(f"{alert} {what}{on}")} at '
+            f"{_rel(m.at, scenario.start)}</title>{shape}</g>"
+        )
+    return "".join(parts)
+
+
+def _alert_table(
+    marks: Sequence[tuple[Mark, str]], scenario: _Scenario, windows: Sequence[_FaultWindow]
+) -> str:
+    """Each alert (by fingerprint): when it fired, reached the receiver, resolved and the
+    receiver heard so, and its time to detect from the first fault's start."""
+    rows: dict[str, dict[str, Any]] = {}
+    for m, kind in marks:
+        key = m.detail.get("fingerprint") or m.detail.get("alert", "?")
+        where = m.detail.get("server") or m.detail.get("instance") or ""
+        row = rows.setdefault(key, {"alert": m.detail.get("alert", "?"), "where": where})
+        if kind == "delivered" and m.detail.get("status") == "resolved":
+            kind = "resolution delivered"
+        row.setdefault(kind, m.at)
+    fault = min((w.start for w in windows), default=None)
+    lines = []
+    for row in rows.values():
+        fired = row.get("firing")
+        detect = "—"
+        if fired is not None and fault is not None and fired >= fault:
+            detect = f"{_num(fired - fault)} s"
+        times = "".join(
+            f"<td>{_rel(row[k], scenario.start) if k in row else '—'}</td>"
+            for k in ("firing", "delivered", "resolved", "resolution delivered")
+        )
+        lines.append(
+            f"<tr><td>{_e(row['alert'])}</td><td>{_e(row['where'])}</td>{times}"
+            f"<td>{detect}</td></tr>"
+        )
+    head = (
+        "<tr><th>alert</th><th>where</th><th>fired</th><th>delivered</th><th>resolved</th>"
+        "<th>resolution delivered</th><th>time to detect</th></tr>"
+    )
+    return f'<table class="phases">{head}{"".join(lines)}</table>'
+
+
 # -- late sends (gameday.checks.schedule.rate_kept) ------------------------------------------
 
 
@@ -894,8 +1063,9 @@ def _scenario_section(index: int, scenario: _Scenario, wall_start: str) -> str:
         for w in windows
     )
     probes = scenario.history.probes
-    charts = "".join(_probe_block(p, scenario, windows, ticks) for p in probes)
-    if not probes:
+    charts = _alert_block(scenario, windows)
+    charts += "".join(_probe_block(p, scenario, windows, ticks) for p in probes)
+    if not charts:
         charts = '<p class="sub">No probe samples in this scenario.</p>'
     duration = (
         f" · {_num(scenario.end - scenario.start)} s" if scenario.end > scenario.start else ""
@@ -973,6 +1143,7 @@ def write_report(
         "run_id": history.header.run_id,
         "target": history.header.target,
         "verdicts": [v.to_dict() for v in verdicts],
+        "timings": scenario_timings(verdicts),
     }
     _write_atomic(folder / VERDICTS_FILE, json.dumps(payload, indent=2, allow_nan=False) + "\n")
     report = folder / REPORT_FILE

@@ -368,19 +368,20 @@ class Scenario:
 
     # -- verdicts ------------------------------------------------------------------------------
 
-    def judge(self, verdict: Verdict) -> None:
+    def judge(self, verdict: Verdict, *, of_the_stop: bool = False) -> None:
         """Keep the verdict for the report, then pass or fail the step with its message."""
-        self.judge_all([verdict])
+        self.judge_all([verdict], of_the_stop=of_the_stop)
 
-    def judge_all(self, verdicts: Iterable[Verdict]) -> None:
+    def judge_all(self, verdicts: Iterable[Verdict], *, of_the_stop: bool = False) -> None:
         """Keep every verdict for the report; the step fails with the first that failed.
 
         A fault healed early by an abort condition fails every verdict of the scenario: the
-        deployment broke worse than the scenario allows, and that is what it found.
+        deployment broke worse than the scenario allows, and that is what it found. Except
+        verdicts `of_the_stop`: those judge the stop itself (did the game day stop, in time?).
         """
         aborts = [e for e in self.fault_events() if e.phase == "abort"]
         results = list(verdicts)
-        if aborts:
+        if aborts and not of_the_stop:
             reason = aborts[0].detail.get("reason", "an abort condition fired")
             aborted = failed("fault_aborted", f"{aborts[0].fault} was healed early: {reason}")
             results = [aborted] * len(results)

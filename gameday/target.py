@@ -448,10 +448,16 @@ FAULT_NAMES = (
     "disable-nat",
     "zone-outage",
     "zone-partition",
+    # resource faults, so the seed's resource alert rules can be made to fire (bounded by
+    # the target's `stress:` limits)
+    "cpu-stress",
+    "memory-pressure",
+    "disk-fill",
 )
 # What a scenario's step hands a declared command fault: `{server}` in its command lines is
-# replaced by the server the step names, and so on (`{peer}`: the other zone of a partition).
-FAULT_PLACEHOLDERS = ("server", "zone", "mode", "service", "peer")
+# replaced by the server the step names, and so on (`{peer}`: the other zone of a partition;
+# `{percent}`: how full a resource fault makes the memory or the disk).
+FAULT_PLACEHOLDERS = ("server", "zone", "mode", "service", "peer", "percent")
 _FAULT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -488,6 +494,60 @@ class Load(_Model):
 
     max_users: int | None = Field(default=None, gt=0, le=MAX_USERS)
     max_rps: float | None = Field(default=None, gt=0, le=MAX_RPS)
+
+
+class Stress(_Model):
+    """The most the resource faults (cpu-stress, memory-pressure, disk-fill) may take on this
+    deployment. A fault asking for more is refused before it acts, naming the field. Every
+    stress also ends by itself after `max_seconds` (stress-ng's own timeout), even if the
+    harness is killed and nobody heals it."""
+
+    max_cpu_workers: int = Field(default=2, gt=0, le=64)
+    max_memory_mb: int = Field(default=512, gt=0)
+    max_disk_mb: int = Field(default=1024, gt=0)
+    # How full a memory or disk fault may make its resource (percent).
+    max_percent: float = Field(default=95.0, gt=0, lt=100)
+    max_seconds: int = Field(default=600, gt=0, le=3600)
+
+
+class Receiver(_Model):
+    """How the harness sees an alert reach its receiver: a webhook it runs itself at `listen`
+    (route Alertmanager to `http://<listen>/...` during game days), or Alertmanager's own
+    counters of notifications sent by `integration` (slack, email, webhook, pagerduty...) for
+    a receiver it cannot read back."""
+
+    listen: HostPort | None = None
+    integration: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Receiver:
+        if (self.listen is None) == (self.integration is None):
+            raise ValueError("give exactly one of listen (host:port) or integration")
+        return self
+
+
+class Monitoring(_Model):
+    """Where the deployment's alerts can be read: Prometheus and Alertmanager, or (AWS)
+    CloudWatch alarms named per purpose (the alert names the scenarios use:
+    `PostgreSQLDown: cloudmart-db-down`)."""
+
+    prometheus_url: HttpUrl | None = None
+    alertmanager_url: HttpUrl | None = None
+    receiver: Receiver | None = None
+    cloudwatch_alarms: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _somewhere_to_read(self) -> Monitoring:
+        if self.alertmanager_url is None and not self.cloudwatch_alarms:
+            raise ValueError(
+                "give alertmanager_url (Prometheus/Alertmanager) or cloudwatch_alarms (AWS)"
+            )
+        if self.receiver is not None and self.alertmanager_url is None:
+            raise ValueError("receiver: checked through Alertmanager; give alertmanager_url")
+        for purpose, alarm in self.cloudwatch_alarms.items():
+            if not alarm.strip():
+                raise ValueError(f"cloudwatch_alarms.{purpose}: empty alarm name")
+        return self
 
 
 class LabSettings(_Model):
@@ -660,6 +720,8 @@ class Target(_Model):
     lab: LabSettings | None = None
     aws: Aws | None = None
     egress: Egress | None = None
+    monitoring: Monitoring | None = None
+    stress: Stress = Stress()
     # Command faults the target declares, by capability name (database-failover...) or a name
     # of your own (`the fault "NAME" is injected`); a declared one wins over the provider's.
     faults: dict[str, DeclaredFault] = {}
@@ -722,6 +784,15 @@ class Target(_Model):
         return self
 
     @model_validator(mode="after")
+    def _cloudwatch_needs_aws(self) -> Target:
+        if self.monitoring is not None and self.monitoring.cloudwatch_alarms and self.aws is None:
+            raise ValueError(
+                "monitoring.cloudwatch_alarms: CloudWatch is read through the aws section "
+                "(region, account); add aws:"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _docker_servers_say_where(self) -> Target:
         if self.provider == "docker":
             for i, server in enumerate(self.servers):
@@ -773,7 +844,7 @@ class Target(_Model):
         return f"{self.provider} {redact(self.entrypoint.url)}"
 
 
-ROLES = ("load_balancer", "database", "cache", "servers")
+ROLES = ("load_balancer", "database", "cache", "servers", "monitoring")
 
 
 def resolve_target_path(name_or_path: str) -> Path:

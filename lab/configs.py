@@ -18,6 +18,7 @@ from pathlib import Path
 from lab.layout import (
     CONTROL_GROUP,
     DB_NAME,
+    MONITORING_GROUP,
     OUTSIDE_GROUP,
     PG_BIN,
     PROJECT_ROOT,
@@ -26,6 +27,7 @@ from lab.layout import (
     LabLayout,
     LabServer,
 )
+from lab.monitoring import monitoring_programs
 
 # Health checks every 500 ms and two failures to mark a server down: the load balancer
 # notices a dead server in about a second, fast enough for a game day to measure.
@@ -106,6 +108,8 @@ backend servers
 
 frontend stats
     bind {public}:{layout.stats_port}
+    # HAProxy's own Prometheus endpoint (built in: USE_PROMEX), scraped by the lab's Prometheus.
+    http-request use-service prometheus-exporter if {{ path /metrics }}
     stats enable
     stats uri /stats
     stats refresh 5s
@@ -273,7 +277,9 @@ class Program:
     directory: Path | None = None
     autorestart: bool = True
     port: int | None = None  # what it listens on, for a container's healthcheck
-    kind: str = ""  # haproxy, postgres, redis, sentinel, backend or outside
+    # haproxy, postgres, redis, sentinel, backend, outside; monitoring: prometheus,
+    # alertmanager, node-exporter, hostview, pg-exporter, redis-exporter
+    kind: str = ""
 
 
 def in_place(layout: LabLayout, p: Program) -> tuple[str, str | None]:
@@ -323,11 +329,22 @@ def _program(layout: LabLayout, p: Program) -> str:
     return "\n".join(lines) + "\n"
 
 
+def lab_python() -> str:
+    """The interpreter the lab's Python programs run with, named the same however gameday was
+    started (`.venv/bin/gameday` runs python3, `.venv/bin/python -m ...` python): the rendered
+    config must not change with it, or a heal from another process finds the lab "changed"."""
+    if sys.prefix != sys.base_prefix:  # a venv: it always has bin/python
+        venv_python = Path(sys.prefix) / "bin" / "python"
+        if venv_python.exists():
+            return str(venv_python)
+    return sys.executable
+
+
 def programs(layout: LabLayout) -> list[Program]:
     """Every process of the lab, grouped by host."""
     pg_user = _pg_user()
     pg_env = pg_environment(layout)
-    python = sys.executable
+    python = lab_python()
     out = [
         Program(
             CONTROL_GROUP, "haproxy",
@@ -389,7 +406,23 @@ def programs(layout: LabLayout) -> list[Program]:
             s.name, s.backend_program, shlex.join(app), priority=600, directory=PROJECT_ROOT,
             port=layout.backend_port(s), kind="backend",
         ))  # fmt: skip
+    if layout.monitoring:
+        for m in monitoring_programs(layout, python):
+            out.append(Program(
+                m.group, m.name, m.command, env=dict(m.env), priority=m.priority,
+                port=m.port, kind=m.kind,
+                # hostview imports the lab: it runs from the project root like the backend.
+                directory=PROJECT_ROOT if m.kind == "hostview" else None,
+            ))  # fmt: skip
     return out
+
+
+def group_of(layout: LabLayout, name: str) -> str:
+    """The host (supervisor group) a program belongs to."""
+    for p in programs(layout):
+        if p.name == name:
+            return p.group
+    return CONTROL_GROUP
 
 
 def supervisord_conf(layout: LabLayout) -> str:
@@ -397,6 +430,8 @@ def supervisord_conf(layout: LabLayout) -> str:
     groups: dict[str, list[str]] = {CONTROL_GROUP: [], **{s.name: [] for s in SERVERS}}
     if layout.outside_url is not None:
         groups[OUTSIDE_GROUP] = []
+    if layout.monitoring:
+        groups[MONITORING_GROUP] = []
     for p in progs:
         groups[p.group].append(p.name)
     rendered = [_program(layout, p) for p in progs]

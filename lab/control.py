@@ -26,14 +26,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lab import configs, docker_runtime, health, network
+from lab import configs, docker_runtime, health, monitoring, network
 from lab.layout import (
     DB_NAME,
     DB_USER,
     LOOPBACK,
+    MONITORING_GROUP,
+    MONITORING_PROGRAMS,
     NETWORK_FILE,
     OUTSIDE_GROUP,
     PG_BIN,
+    SERVER_DISK_MB,
     SERVERS,
     LabLayout,
 )
@@ -159,8 +162,11 @@ def _group_of(name: str) -> str:
     if name == "outside":
         return OUTSIDE_GROUP
     for s in SERVERS:
-        if name in (s.backend_program, s.postgres_program, s.redis_program, s.sentinel_program):
+        own = (s.backend_program, s.postgres_program, s.redis_program, s.sentinel_program)
+        if name in own + s.exporter_programs:
             return s.name
+    if name in MONITORING_PROGRAMS:
+        return MONITORING_GROUP
     return "control"
 
 
@@ -209,9 +215,19 @@ def _raise_if_fatal(layout: LabLayout, programs: Iterable[str]) -> None:
 # -- lifecycle -----------------------------------------------------------------------------
 
 
+def monitored(layout: LabLayout, runtime: str | None = None) -> bool:
+    """Does this lab run its monitoring? Only under supervisord: a server's CPU and memory
+    view (lab/hostview.py) reads the server's processes, which containers hide."""
+    runtime = runtime or docker_runtime.runtime_of(layout)
+    return layout.monitoring and runtime != "docker"
+
+
 def preflight(layout: LabLayout, runtime: str = "supervisor") -> None:
     """Refuse early, in one line, when the machine cannot run the lab."""
-    for name, path in REQUIRED_BINARIES.items():
+    binaries = dict(REQUIRED_BINARIES)
+    if monitored(layout, runtime):
+        binaries.update(monitoring.BINARIES)
+    for name, path in binaries.items():
         if not Path(path).exists():
             raise LabError(f"{name} is not installed ({path} missing); run `make setup` first")
     if runtime == "docker" and shutil.which("podman") is None:
@@ -268,11 +284,70 @@ def _write_configs(layout: LabLayout, runtime: str = "supervisor") -> None:
         conf = Path(configs.sentinel_conf_path(layout, i))
         if not conf.exists():
             conf.write_text(configs.sentinel_conf(layout, port, configs.sentinel_group(i)))
+    if monitored(layout, runtime):
+        mount_disks(layout)
+        monitoring.write_configs(layout)
+
+
+def mount_disks(layout: LabLayout) -> None:
+    """Give each server a data disk of its own: a tmpfs of SERVER_DISK_MB (root only).
+
+    Without it (not root, or mounts refused) the servers have no disk of their own: the
+    disk-fill fault refuses and node-exporter reports no filesystem for them.
+    """
+    if not monitoring.can_mount():
+        return
+    for s in SERVERS:
+        disk = layout.server_disk(s)
+        disk.mkdir(parents=True, exist_ok=True)
+        if monitoring.disk_mounted(layout, s):
+            continue
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={SERVER_DISK_MB}m,mode=0755",
+             layout.disk_device(s), str(disk)],
+            capture_output=True, check=False, timeout=30,
+        )  # fmt: skip
+
+
+def unmount_disks(layout: LabLayout) -> None:
+    """Before the folder goes: a mounted tmpfs cannot be removed (and would stay mounted)."""
+    for s in SERVERS:
+        if monitoring.disk_mounted(layout, s):
+            disk = str(layout.server_disk(s))
+            done = subprocess.run(["umount", disk], capture_output=True, check=False, timeout=30)
+            if done.returncode != 0:  # still busy: detach it now, the kernel frees it later
+                subprocess.run(["umount", "-l", disk], capture_output=True, check=False,
+                               timeout=30)  # fmt: skip
+
+
+def _reload(layout: LabLayout) -> None:
+    """supervisord reads the rendered config again. A new group (the monitoring host, for a
+    lab started before it existed) is added; a group whose programs changed cannot be changed
+    under its running programs: that lab must go down first."""
+    rpc = _rpc(layout)
+    [[added, changed, removed]] = rpc.supervisor.reloadConfig()
+    for group in added:
+        rpc.supervisor.addProcessGroup(group)
+    # A group "changed" whose programs are the same ones (a command line rendered a little
+    # differently) runs on as it is, as supervisord leaves it until its next start; one whose
+    # programs differ cannot be healed or waited for by name.
+    running = {(p["group"], p["name"]) for p in rpc.supervisor.getAllProcessInfo()}
+    rendered = {(p.group, p.name) for p in configs.programs(layout)}
+    differ = [
+        g for g in changed + removed
+        if {n for grp, n in running if grp == g} != {n for grp, n in rendered if grp == g}
+    ]  # fmt: skip
+    if differ:
+        raise LabError(
+            f"the lab on port {layout.base_port} runs other programs than this gameday renders "
+            f"(changed: {', '.join(differ)}; an older version, or "
+            "GAMEDAY_LAB_MONITORING switched): `gameday lab down`, then `gameday lab up`"
+        )
 
 
 def _start_supervisord(layout: LabLayout) -> None:
     if is_running(layout):
-        _rpc(layout).supervisor.reloadConfig()
+        _reload(layout)
         return
     env = dict(os.environ, **{MARKER_ENV: str(layout.state_dir)})
     supervisord = Path(sys.executable).with_name("supervisord")
@@ -379,8 +454,16 @@ def _up(layout: LabLayout, say: Progress, runtime: str | None) -> None:
         say(f"supervisord running ({layout.state_dir})")
 
     s1, s2 = SERVERS
+    watched = monitored(layout, runtime)
     first = ["monitor", s1.redis_program, s2.redis_program, "haproxy"]
     start_programs(layout, first + (["outside"] if layout.outside_url else []))
+    if watched:
+        # The servers' own views first; each exporter once what it reads is up; Prometheus
+        # and Alertmanager last, so that their first scrape finds everything up and a lab
+        # that is starting raises no alert.
+        start_programs(
+            layout, [p for s in SERVERS for p in (s.node_exporter_program, s.hostview_program)]
+        )
     _wait_for(
         layout, "pg monitor",
         lambda: _open_to_lab(layout, "monitor", layout.monitor_port)
@@ -434,6 +517,24 @@ def _up(layout: LabLayout, say: Progress, runtime: str | None) -> None:
 
     start_programs(layout, [s.sentinel_program for s in SERVERS] + ["sentinel3"])
     start_programs(layout, [s.backend_program for s in SERVERS])
+    if watched:
+        start_programs(
+            layout,
+            [p for s in SERVERS for p in (s.pg_exporter_program, s.redis_exporter_program)],
+        )
+        _wait_for(
+            layout,
+            "exporters",
+            lambda: all(
+                c.healthy
+                for c in health.monitoring_components(layout)
+                if c.name not in MONITORING_PROGRAMS
+            ),
+            [p for s in SERVERS for p in s.exporter_programs],
+        )
+        start_programs(layout, list(MONITORING_PROGRAMS))
+        monitoring.reload(layout)
+        say("exporters ready; Prometheus and Alertmanager starting")
     programs = [p["name"] for p in processes(layout).values()]
     _wait_for(
         layout,
@@ -826,6 +927,7 @@ def down(layout: LabLayout, progress: Progress = _quiet) -> None:
         elif lab_processes(layout):
             progress("supervisord is gone; stopping the lab's processes without it")
         stop_lab_processes(layout, progress)
+        unmount_disks(layout)
         _remove_network(layout, progress)
         if layout.state_dir.exists():
             shutil.rmtree(layout.state_dir, ignore_errors=True)

@@ -14,6 +14,7 @@ a Docker heal waits for real health, not only for a running process.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 from pathlib import Path
@@ -38,6 +39,19 @@ _STATENAME = {
 }
 HEALTH_INTERVAL_NS = 2_000_000_000
 STOP_TIMEOUT_SEC = 15
+# The CPU weight of each container, in the kernel's unit: 1024 is one ordinary (nice 0)
+# process of the host. Programs run by supervisord compete for the CPU one process at a
+# time; a container competes as one whole. A PostgreSQL node is several processes busy at
+# once (a backend per client, the WAL sender or receiver, pg_autoctl's keeper, the
+# monitor's health checks), so it weighs as several.
+CPU_SHARES = {"postgres": 4 * 1024}
+CPU_SHARES_DEFAULT = 1024
+# Each container's cgroup straight under the root, beside the host's own processes. Under
+# podman's default parent (libpod_parent) every container of the lab shares ONE weight of
+# 1024: on a busy machine the whole lab then gets what a single host process gets, its
+# processes wait several times longer for a CPU than the host's, and pg_auto_failover's
+# monitor (a node unhealthy after 3 s without a report) demotes a healthy standby.
+CGROUP_PARENT = "/"
 
 
 def runtime_of(layout: LabLayout) -> str:
@@ -97,6 +111,13 @@ def _create(client: Any, layout: LabLayout, p: Program) -> Any:
         # pg_autoctl's pid files belong on the container's fresh /tmp (see tmpfs below), not
         # in the lab's folder, which outlives the container.
         env["XDG_RUNTIME_DIR"] = "/tmp"
+    if "PG_REGRESS_SOCK_DIR" in env:
+        # PostgreSQL's unix socket too, for its lock file: a SIGKILLed postmaster leaves
+        # `.s.PGSQL.<port>.lock` naming its pid, and a restarted container hands out the
+        # same few pids again. In the lab's folder, the next postmaster found that pid alive
+        # (another process of the new container), stopped with "lock file ... already
+        # exists", and pg_autoctl waited for it for good: the old primary never rejoined.
+        env["PG_REGRESS_SOCK_DIR"] = env["PGHOST"] = "/tmp"
     kwargs: dict[str, Any] = {}
     check = _healthcheck(p)
     if check is not None:
@@ -123,6 +144,8 @@ def _create(client: Any, layout: LabLayout, p: Program) -> Any:
         # A fresh /tmp on every start, as a host's after a reboot: pg_autoctl's pid file
         # there would otherwise name PID 1, which is the new pg_autoctl itself.
         tmpfs={"/tmp": "rw,mode=1777"},
+        cgroup_parent=CGROUP_PARENT,
+        cpu_shares=CPU_SHARES.get(p.kind, CPU_SHARES_DEFAULT),
         stop_signal=f"SIG{p.stopsignal}",
         # The program's output where supervisord would have put it: `gameday lab logs` works.
         log_config={"type": "k8s-file", "config": {"path": str(_log(layout, p.name))}},
@@ -217,3 +240,13 @@ def down(layout: LabLayout) -> None:
     import shutil
 
     shutil.rmtree(eng.home, ignore_errors=True)
+    _remove_conmon_cgroups()
+
+
+def _remove_conmon_cgroups() -> None:
+    """podman puts its container monitors (conmon) in `<cgroup parent>/conmon`, which under
+    CGROUP_PARENT is a cgroup of the root that nothing removes. Removed once empty; a
+    Docker lab on another port still using it keeps it (the kernel refuses: busy)."""
+    for folder in Path("/sys/fs/cgroup").glob(f"*{CGROUP_PARENT.rstrip('/')}/conmon"):
+        with contextlib.suppress(OSError):
+            folder.rmdir()

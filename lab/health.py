@@ -17,7 +17,13 @@ import httpx
 import psycopg
 import redis
 
-from lab.layout import REDIS_MASTER_NAME, SERVERS, LabLayout, LabServer
+from lab.layout import (
+    MONITORING_GROUP,
+    REDIS_MASTER_NAME,
+    SERVERS,
+    LabLayout,
+    LabServer,
+)
 
 TIMEOUT_SEC = 1.0
 T = TypeVar("T")
@@ -211,6 +217,8 @@ def components(layout: LabLayout) -> list[Component]:
         rows.append(
             Component(s.backend_program, s.name, layout.backend_port(s), ok, "backend", detail)
         )
+    if layout.monitoring and _runtime(layout) != "docker":
+        rows += monitoring_components(layout)
     if layout.namespaced:
         rows += _nat_rows(layout)
     return rows
@@ -238,3 +246,92 @@ def _nat_rows(layout: LabLayout) -> list[Component]:
             detail = f"no egress from zone {s.zone}: {answer.get('error', '?')}"
         rows.append(Component(nat, f"zone {s.zone}", layout.outside_port, ok, "nat", detail))
     return rows
+
+
+def _runtime(layout: LabLayout) -> str:
+    from lab.docker_runtime import runtime_of
+
+    return runtime_of(layout)
+
+
+# -- monitoring ------------------------------------------------------------------------------
+
+
+def metrics(host: str, port: int) -> dict[str, float]:
+    """An exporter's samples without labels (name -> value), and that it answers at all."""
+    resp = httpx.get(f"http://{host}:{port}/metrics", timeout=TIMEOUT_SEC)
+    resp.raise_for_status()
+    found: dict[str, float] = {}
+    for line in resp.text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            found.setdefault(name, float(value))
+    return found
+
+
+def prometheus_state(layout: LabLayout) -> dict[str, int]:
+    """Ready, with its rules loaded: how many targets are up, and alerts firing."""
+    base = layout.prometheus_url
+    httpx.get(f"{base}/-/ready", timeout=TIMEOUT_SEC).raise_for_status()
+    targets = httpx.get(f"{base}/api/v1/targets?state=active", timeout=TIMEOUT_SEC).json()
+    active = targets["data"]["activeTargets"]
+    rules = httpx.get(f"{base}/api/v1/rules?type=alert", timeout=TIMEOUT_SEC).json()
+    alerting = [r for g in rules["data"]["groups"] for r in g["rules"]]
+    return {
+        "targets": len(active),
+        "up": sum(1 for t in active if t["health"] == "up"),
+        "rules": len(alerting),
+        "firing": sum(1 for r in alerting if r["state"] == "firing"),
+    }
+
+
+def alertmanager_alerts(layout: LabLayout) -> list[dict[str, Any]]:
+    base = layout.alertmanager_url
+    httpx.get(f"{base}/-/ready", timeout=TIMEOUT_SEC).raise_for_status()
+    resp = httpx.get(f"{base}/api/v2/alerts", timeout=TIMEOUT_SEC)
+    resp.raise_for_status()
+    return cast(list[dict[str, Any]], resp.json())
+
+
+def monitoring_components(layout: LabLayout) -> list[Component]:
+    """Prometheus and Alertmanager on the monitoring host; each server's exporters."""
+    rows: list[Component] = []
+    state, err = _ask(prometheus_state, layout)
+    detail = err or (
+        f"{state['up']}/{state['targets']} targets up, {state['rules']} rules, "
+        f"{state['firing']} firing"
+        if state
+        else ""
+    )
+    ok = state is not None and state["rules"] > 0
+    rows.append(Component("prometheus", MONITORING_GROUP, layout.prometheus_port, ok,
+                          "monitoring", detail))  # fmt: skip
+    alerts, err = _ask(alertmanager_alerts, layout)
+    names = sorted({a["labels"].get("alertname", "?") for a in alerts or []})
+    listed = f": {', '.join(names)}" if names else ""
+    detail = err or f"{len(alerts or [])} active alerts{listed}"
+    rows.append(Component("alertmanager", MONITORING_GROUP, layout.alertmanager_port,
+                          alerts is not None, "alerting", detail))  # fmt: skip
+    for s in SERVERS:
+        host = layout.server_host(s)  # in the server's zone with zone networks
+        for program, port, role, key in (
+            (s.node_exporter_program, layout.node_exporter_port(s), "node exporter (disk)",
+             "node_filesystem_size_bytes"),
+            (s.hostview_program, layout.hostview_port(s), "cpu/memory view",
+             "node_memory_MemAvailable_bytes"),
+            (s.pg_exporter_program, layout.pg_exporter_port(s), "postgres exporter", "pg_up"),
+            (s.redis_exporter_program, layout.redis_exporter_port(s), "redis exporter",
+             "redis_up"),
+        ):  # fmt: skip
+            found, err = _ask(metrics, host, port)
+            value = _sample(found or {}, key)
+            detail = err or (f"{key} {value:g}" if value is not None else f"no {key}")
+            rows.append(Component(program, s.name, port, found is not None, role, detail))
+    return rows
+
+
+def _sample(found: dict[str, float], name: str) -> float | None:
+    for key, value in found.items():
+        if key == name or key.startswith(name + "{"):
+            return value
+    return None

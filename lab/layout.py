@@ -27,6 +27,15 @@ DB_NAME = "cloudmart"
 DB_USER = "cloudmart"
 REDIS_MASTER_NAME = "cloudmart"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# What each lab "server" owns, as a host of its own would: one CPU, 1 GiB of memory and a
+# 64 MiB data disk. The lab's servers share this machine, so the monitoring reads these
+# envelopes (lab/hostview.py, the server's own tmpfs) rather than the machine's totals.
+SERVER_CPUS = 1
+SERVER_MEMORY_MB = 1024
+SERVER_DISK_MB = 64
+# "0" (or "off"): a lab without Prometheus, Alertmanager and the exporters (lighter; the
+# monitoring scenarios then skip). Read once, when a layout is made.
+MONITORING_ENV = "GAMEDAY_LAB_MONITORING"
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,32 @@ class LabServer:
     def pg_node_name(self) -> str:
         return f"node_{self.index}"
 
+    # The server's exporters live (and die) with it, as on the seed's hosts.
+    @property
+    def node_exporter_program(self) -> str:
+        return f"node-exporter{self.index}"
+
+    @property
+    def hostview_program(self) -> str:
+        return f"hostview{self.index}"
+
+    @property
+    def pg_exporter_program(self) -> str:
+        return f"pg-exporter{self.index}"
+
+    @property
+    def redis_exporter_program(self) -> str:
+        return f"redis-exporter{self.index}"
+
+    @property
+    def exporter_programs(self) -> tuple[str, ...]:
+        return (
+            self.node_exporter_program,
+            self.hostview_program,
+            self.pg_exporter_program,
+            self.redis_exporter_program,
+        )
+
 
 SERVERS = (LabServer("server1", "a", 1), LabServer("server2", "b", 2))
 CONTROL_GROUP = "control"  # the load balancer host: HAProxy, the pg monitor, the third sentinel
@@ -66,6 +101,9 @@ NETWORK_ENV = "GAMEDAY_LAB_NETWORK"
 # In the lab's folder: the network it was started with (first line) and why (second).
 NETWORK_FILE = "network"
 LOOPBACK_HOST = "127.0.0.1"
+# The seed's monitoring host: Prometheus and Alertmanager.
+MONITORING_GROUP = "monitoring"
+MONITORING_PROGRAMS = ("prometheus", "alertmanager")
 
 
 class LayoutError(ValueError):
@@ -106,6 +144,8 @@ class LabLayout:
     network: str = LOOPBACK
     #: why the network is loopback, in a few words ("" with namespaces)
     network_note: str = ""
+    #: Prometheus, Alertmanager and the exporters run with the lab ($GAMEDAY_LAB_MONITORING)
+    monitoring: bool = True
 
     @classmethod
     def from_env(cls, base_port: int | None = None, state_dir: str | None = None) -> LabLayout:
@@ -123,8 +163,18 @@ class LabLayout:
                 f"lab base port {port} ({source}) is outside 1025..{65535 - PORT_BLOCK}"
             )
         folder = Path(state_dir or os.environ.get("GAMEDAY_LAB_DIR") or f"/tmp/gameday-lab-{port}")
+        switch = os.environ.get(MONITORING_ENV, "1").strip().lower()
+        if switch not in ("0", "off", "false", "no", "1", "on", "true", "yes", ""):
+            raise LayoutError(f"{MONITORING_ENV}={switch!r} is not on/off (1 or 0)")
+        monitoring = switch not in ("0", "off", "false", "no")
         network, note = _network_of(folder)
-        return cls(base_port=port, state_dir=folder, network=network, network_note=note)
+        return cls(
+            base_port=port,
+            state_dir=folder,
+            network=network,
+            network_note=note,
+            monitoring=monitoring,
+        )
 
     # -- network -----------------------------------------------------------------------
     @property
@@ -137,7 +187,8 @@ class LabLayout:
         return NetPlan(self.base_port)
 
     def place_of(self, group: str) -> str:
-        """Where a host of the lab sits on the network: pub, a zone, or out."""
+        """Where a host of the lab sits on the network: pub, a zone, or out. The monitoring
+        host (Prometheus, Alertmanager) sits on the public side with the control host."""
         if group == OUTSIDE_GROUP:
             return OUTSIDE
         for s in SERVERS:
@@ -164,6 +215,10 @@ class LabLayout:
     def public_host(self) -> str:
         return self.host_of(CONTROL_GROUP)
 
+    @property
+    def monitoring_host(self) -> str:
+        return self.host_of(MONITORING_GROUP)
+
     def server_host(self, server: LabServer) -> str:
         return self.host_of(server.name)
 
@@ -186,6 +241,12 @@ class LabLayout:
         out += [(self.host_of(g), p) for g, p in zip(groups, self.sentinel_ports(), strict=True)]
         if self.namespaced:
             out.append((self.host_of(OUTSIDE_GROUP), self.outside_port))
+        if self.monitoring:
+            out += [(self.monitoring_host, self.prometheus_port),
+                    (self.monitoring_host, self.alertmanager_port)]  # fmt: skip
+            for s in SERVERS:
+                host = self.server_host(s)
+                out += [(host, p) for p in self.exporter_ports(s)]
         return out
 
     # -- ports -------------------------------------------------------------------------
@@ -223,11 +284,62 @@ class LabLayout:
         """The internet's service (namespaces only): answers with the caller's address."""
         return self.base_port + 45
 
+    # Monitoring: the free offsets of the block (43 of 50 were enough; PORT_BLOCK stays 50).
+    @property
+    def prometheus_port(self) -> int:
+        return self.base_port + 3
+
+    @property
+    def alertmanager_port(self) -> int:
+        return self.base_port + 4
+
+    @property
+    def receiver_port(self) -> int:
+        """The webhook Alertmanager sends to: the harness listens there during a scenario
+        (the lab itself does not), so it is not one of the lab's ports."""
+        return self.base_port + 5
+
+    @property
+    def seed_ports(self) -> tuple[int, int, int]:
+        """Prometheus, Alertmanager and receiver of the seed's verbatim profile (15 s scrape,
+        `for: 1m`/`5m`): not run by the lab; the slow test that proves those rules starts
+        them next to the lab's, on the same exporters."""
+        return (self.base_port + 6, self.base_port + 7, self.base_port + 8)
+
+    def node_exporter_port(self, server: LabServer) -> int:
+        return self.base_port + 11 + server.index
+
+    def hostview_port(self, server: LabServer) -> int:
+        return self.base_port + 13 + server.index
+
+    def pg_exporter_port(self, server: LabServer) -> int:
+        return self.base_port + 22 + server.index
+
+    def redis_exporter_port(self, server: LabServer) -> int:
+        return self.base_port + 31 + server.index
+
+    def exporter_ports(self, server: LabServer) -> list[int]:
+        """The ports of the server's exporters and hostview (on the server's address)."""
+        return [
+            self.node_exporter_port(server),
+            self.hostview_port(server),
+            self.pg_exporter_port(server),
+            self.redis_exporter_port(server),
+        ]
+
+    def monitoring_ports(self) -> list[int]:
+        if not self.monitoring:
+            return []
+        ports = [self.prometheus_port, self.alertmanager_port]
+        for s in SERVERS:
+            ports += self.exporter_ports(s)
+        return ports
+
     def all_ports(self) -> list[int]:
         ports = [self.http_port, self.stats_port, self.redis_endpoint_port, self.monitor_port]
         for s in SERVERS:
             ports += [self.backend_port(s), self.pg_port(s), self.redis_port(s)]
-        return ports + self.sentinel_ports()
+        return ports + self.sentinel_ports() + self.monitoring_ports()
 
     # -- folders -----------------------------------------------------------------------
     @property
@@ -274,6 +386,28 @@ class LabLayout:
     @property
     def redis_dir(self) -> Path:
         return self.state_dir / "redis"
+
+    @property
+    def monitoring_dir(self) -> Path:
+        """Prometheus's and Alertmanager's configs and data."""
+        return self.state_dir / "monitoring"
+
+    def server_dir(self, server: LabServer) -> Path:
+        """What belongs to the server as a host: its disk, its view for node-exporter, the
+        pid files of the resource faults running on it."""
+        return self.state_dir / server.name
+
+    def server_disk(self, server: LabServer) -> Path:
+        """The server's data disk: a tmpfs of SERVER_DISK_MB of its own (mounted by `up`
+        when the lab runs as root), so filling it fills no disk anybody else writes to."""
+        return self.server_dir(server) / "disk"
+
+    def server_faults_dir(self, server: LabServer) -> Path:
+        return self.server_dir(server) / "faults"
+
+    def disk_device(self, server: LabServer) -> str:
+        """The tmpfs's source name: says whose it is in `mount` and in node-exporter."""
+        return f"gameday-lab-{self.base_port}-{server.name}"
 
     # -- endpoints ---------------------------------------------------------------------
     @property
@@ -327,3 +461,21 @@ class LabLayout:
         if not self.namespaced:
             return None
         return f"http://{self.host_of(OUTSIDE_GROUP)}:{self.outside_port}/"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.monitoring_host}:{self.prometheus_port}"
+
+    @property
+    def alertmanager_url(self) -> str:
+        return f"http://{self.monitoring_host}:{self.alertmanager_port}"
+
+    @property
+    def receiver_address(self) -> str:
+        """Where the harness's webhook listens: the machine's own address on the lab's
+        network, which Alertmanager (on the public side) can reach."""
+        return f"{self.harness_host}:{self.receiver_port}"
+
+    def exporter_url(self, server: LabServer, port: int) -> str:
+        """A scrape target of the server: its address, as Prometheus reaches it."""
+        return f"{self.server_host(server)}:{port}"

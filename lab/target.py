@@ -15,6 +15,9 @@ from lab.layout import (
     CONTROL_GROUP,
     LOOPBACK,
     REDIS_MASTER_NAME,
+    SERVER_CPUS,
+    SERVER_DISK_MB,
+    SERVER_MEMORY_MB,
     SERVERS,
     LabLayout,
     LabServer,
@@ -37,7 +40,8 @@ def render_target(layout: LabLayout) -> str:
     else:
         network = f"  network: loopback\n  network_note: {_quoted(layout.network_note)}\n"
     head = LAB_HEAD.format(port=layout.base_port) + network
-    return _render(layout, head, servers) + _egress(layout)
+    monitoring = _monitoring(layout) if layout.monitoring else ""
+    return _render(layout, head, servers) + _egress(layout) + monitoring
 
 
 def _quoted(text: str) -> str:
@@ -58,6 +62,26 @@ egress:
   url: {layout.outside_url}
   zones:
 {zones}"""
+
+
+def _monitoring(layout: LabLayout) -> str:
+    return f"""# Prometheus and Alertmanager of the lab (lab profile: 1 s scrape, `for: 5s`) on the
+# monitoring host; the harness runs the webhook receiver Alertmanager sends to, during a
+# scenario, on the machine's own address on the lab's network.
+monitoring:
+  prometheus_url: {layout.prometheus_url}
+  alertmanager_url: {layout.alertmanager_url}
+  receiver:
+    listen: {layout.receiver_address}
+# What the resource faults may take: a lab server owns {SERVER_CPUS} CPU, {SERVER_MEMORY_MB} MiB
+# of memory and a {SERVER_DISK_MB} MiB disk of its own.
+stress:
+  max_cpu_workers: {SERVER_CPUS}
+  max_memory_mb: {SERVER_MEMORY_MB}
+  max_disk_mb: {SERVER_DISK_MB}
+  max_percent: 95
+  max_seconds: 600
+"""
 
 
 def render_docker_target(layout: LabLayout) -> str:

@@ -152,6 +152,47 @@ def cache_restarts(faults: ScenarioFaults) -> None:
     faults.inject("cache-restart")
 
 
+# -- resources: what the resource alert rules watch (bounded by the target's `stress:`) -------
+
+
+@when(parsers.parse('the CPU of server "{server}" is stressed'))
+@needs(FaultNeed("cpu-stress"), Servers(arg="server"))
+def cpu_stressed(faults: ScenarioFaults, server: str) -> None:
+    faults.inject("cpu-stress", server=server)
+
+
+@when(parsers.re(rf"the CPU of the (?P<ordinal>{ORDINAL}) server is stressed"))
+@needs(FaultNeed("cpu-stress"), NthServer(count=1))
+def nth_cpu_stressed(scenario: Scenario, faults: ScenarioFaults, ordinal: str) -> None:
+    faults.inject("cpu-stress", server=_nth(scenario, ordinal))
+
+
+@when(parsers.parse('the memory of server "{server}" is filled to {percent:g}%'))
+@needs(FaultNeed("memory-pressure"), Servers(arg="server"))
+def memory_filled(faults: ScenarioFaults, server: str, percent: float) -> None:
+    faults.inject("memory-pressure", server=server, percent=f"{percent:g}")
+
+
+@when(
+    parsers.re(rf"the memory of the (?P<ordinal>{ORDINAL}) server is filled to (?P<pct>[0-9.]+)%")
+)
+@needs(FaultNeed("memory-pressure"), NthServer(count=1))
+def nth_memory_filled(scenario: Scenario, faults: ScenarioFaults, ordinal: str, pct: str) -> None:
+    faults.inject("memory-pressure", server=_nth(scenario, ordinal), percent=pct)
+
+
+@when(parsers.parse('the disk of server "{server}" is filled to {percent:g}%'))
+@needs(FaultNeed("disk-fill"), Servers(arg="server"))
+def disk_filled(faults: ScenarioFaults, server: str, percent: float) -> None:
+    faults.inject("disk-fill", server=server, percent=f"{percent:g}")
+
+
+@when(parsers.re(rf"the disk of the (?P<ordinal>{ORDINAL}) server is filled to (?P<pct>[0-9.]+)%"))
+@needs(FaultNeed("disk-fill"), NthServer(count=1))
+def nth_disk_filled(scenario: Scenario, faults: ScenarioFaults, ordinal: str, pct: str) -> None:
+    faults.inject("disk-fill", server=_nth(scenario, ordinal), percent=pct)
+
+
 @when(parsers.parse('the fault "{name}" is injected'))
 @needs(FaultNeed.of_arg("name"))
 def declared_fault(faults: ScenarioFaults, name: str) -> None:

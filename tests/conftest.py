@@ -37,6 +37,24 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_SCRATCH, ignore_errors=True)
 
 
+# Tests that wait out the seed's verbatim alert timings (`for: 5m`, a 5-minute CPU rate: about
+# 12 minutes) are left out of the default run, which must fit its time on a 2-core machine;
+# the lab profile's short timings prove the same steps there. GAMEDAY_SEED_TIMINGS=1 runs them.
+SEED_TIMINGS_ENV = "GAMEDAY_SEED_TIMINGS"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get(SEED_TIMINGS_ENV) == "1":
+        return
+    skip = pytest.mark.skip(
+        reason=f"waits out the seed's verbatim alert timings (~12 min): {SEED_TIMINGS_ENV}=1 "
+        "runs it (docs/monitoring.md)"
+    )
+    for item in items:
+        if item.get_closest_marker("seed_timings") is not None:
+            item.add_marker(skip)
+
+
 class _Health(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.send_response(200)

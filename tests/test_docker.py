@@ -24,7 +24,7 @@ import yaml
 
 from chaos.base import FaultError, FaultRefused
 from chaos.docker.engine import COMPOSE_PROJECT as COMPOSE
-from chaos.docker.engine import Member, start_order
+from chaos.docker.engine import Member, start_order, wait_down
 from chaos.journal import Journal
 from chaos.registry import fault_class
 from chaos.runner import FaultSession, inject
@@ -508,6 +508,86 @@ def test_a_failover_whose_promotion_never_happened_heals_back_to_the_old_primary
     assert not _in_recovery(pg_pair.url["server1"])  # the old primary is the primary again
     assert _in_recovery(pg_pair.url["server2"])
     assert not cls.from_undo(pg_pair.target, fault.undo_params()).in_effect()
+
+
+def _with_automatic_failover(pair: PgPair, tmp_path: Path) -> Target:
+    """The pair's target, its databases declaring a failover manager (`failover: automatic`).
+
+    No manager runs here: the tests play its part, or show what heal does without it.
+    """
+    raw = yaml.safe_load((tmp_path / "target.yaml").read_text())
+    for server in raw["servers"]:
+        server["docker"]["database"]["failover"] = "automatic"
+    path = tmp_path / "automatic.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_target(str(path))
+
+
+def _crashed_mid_failover(target: Target, pair: PgPair) -> Any:
+    """database-crash as far as its SIGKILL, journaled as inject journals it; the manager's
+    part (promoting the replica) is left to the test."""
+    cls = fault_class("database-crash", "docker")
+    fault = cls(target, {})
+    fault.preflight()
+    primary, replica = fault._pair()  # type: ignore[attr-defined]
+    fault.remember(
+        primary_server=primary.server.name, primary_container=primary.container_id,
+        replica_server=replica.server.name, replica_container=replica.container_id,
+    )  # fmt: skip
+    pair.primary.kill()
+    wait_down(pair.primary)
+    return cls.from_undo(target, fault.undo_params())  # what `gameday heal` works from
+
+
+@docker_only
+@pytest.mark.usefixtures("journal_dir")
+def test_an_automatic_failover_that_never_happened_heals_back_to_the_old_primary(
+    pg_pair: PgPair, podman_engine: Podman, tmp_path: Path
+) -> None:
+    """The failover manager never promoted the replica (pg_auto_failover will not promote a
+    standby it does not trust): heal starts the old primary, which carries on as the primary,
+    instead of waiting for a promotion that cannot come."""
+    target = _with_automatic_failover(pg_pair, tmp_path)
+    fault = _crashed_mid_failover(target, pg_pair)
+    assert _in_recovery(pg_pair.url["server2"])  # nobody promoted it
+    assert fault.in_effect()
+
+    fault.heal()
+    assert state(podman_engine, pg_pair.primary.id)["Status"] == "running"
+    assert poll_until(lambda: _pg_answers(pg_pair.url["server1"]), timeout=30)
+    assert not _in_recovery(pg_pair.url["server1"])
+    assert _in_recovery(pg_pair.url["server2"])
+    assert not fault.in_effect()
+
+
+@docker_only
+@pytest.mark.usefixtures("journal_dir")
+def test_an_automatic_heal_the_manager_never_finishes_says_why_in_one_line(
+    pg_pair: PgPair, podman_engine: Podman, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manager promoted the replica but never makes the old primary its replica (here:
+    there is no manager to rewind it): heal gives up at its bound and names both states."""
+    import chaos.docker.postgres
+
+    target = _with_automatic_failover(pg_pair, tmp_path)
+    fault = _crashed_mid_failover(target, pg_pair)
+    promote = pg_pair.replica.exec_run(
+        ["pg_ctl", "promote", "-w", "-D", "/var/lib/pg"], user="postgres"
+    )
+    assert promote.exit_code == 0, promote.output
+    monkeypatch.setattr(chaos.docker.postgres, "FAILOVER_TIMEOUT_SEC", 5.0)
+
+    with pytest.raises(FaultError) as failed:
+        fault.heal()
+    message = str(failed.value)
+    assert "\n" not in message
+    assert "did not make the database a primary and a replica again within 5 s" in message
+    # Both containers named, each with what its control file says: two primaries.
+    assert f"{pg_pair.primary.name} in production" in message
+    assert f"{pg_pair.replica.name} in production" in message
+    # And what the old primary's container said last, often why it is stuck.
+    assert f"{pg_pair.primary.name} last logged: " in message
+    assert fault.in_effect()
 
 
 def _pg_answers(url: str) -> bool:

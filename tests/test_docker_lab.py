@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from lab import control, docker_runtime, health
+from lab import configs, control, docker_runtime, health
 from lab.layout import SERVERS, LabLayout
 from lab.target import DOCKER_BASE_PORT, render_docker_target
 from lab.wait import poll_until
@@ -78,6 +78,60 @@ def test_every_program_is_a_running_container_of_its_hosts_project(docker_lab: L
         assert projects[program] == f"gameday-lab-{DOCKER_BASE_PORT}-control"
     assert {c["State"]["Status"] for c in containers.values()} == {"running"}
     assert all(c.healthy for c in health.components(docker_lab))
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_each_container_competes_for_the_cpu_as_its_own_processes(docker_lab: LabLayout) -> None:
+    """The kernel's view: every container's cgroup sits under the root of the cpu hierarchy,
+    weighed as docker_runtime says, not all under one podman parent sharing a single weight
+    (on a busy machine that starved the whole lab, and pg_auto_failover never failed over)."""
+    kinds = {p.name: p.kind for p in configs.programs(docker_lab)}
+    checked = 0
+    for program, attrs in _containers(docker_lab).items():
+        lines = Path(f"/proc/{attrs['State']['Pid']}/cgroup").read_text().splitlines()
+        cpu = [line.split(":", 2)[2] for line in lines if "cpu" in line.split(":")[1].split(",")]
+        if not cpu:
+            pytest.skip("no cgroup v1 cpu controller here: CPU weights are not cpu.shares")
+        assert cpu[0] == f"/libpod-{attrs['Id']}", (program, cpu[0])
+        shares = int(Path(f"/sys/fs/cgroup/cpu{cpu[0]}/cpu.shares").read_text())
+        expected = docker_runtime.CPU_SHARES.get(kinds[program], docker_runtime.CPU_SHARES_DEFAULT)
+        assert shares == expected, (program, shares)
+        checked += 1
+    assert checked == len(kinds)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_sigkilled_database_container_leaves_no_lock_for_its_next_start(
+    docker_lab: LabLayout,
+) -> None:
+    """A SIGKILLed postmaster leaves its socket's lock file naming its pid. In the lab's folder
+    it outlived the container, the restarted container reused that pid for another process,
+    and the next postmaster refused to start ("lock file ... already exists"): pg_autoctl
+    then waited for it for good and the crashed primary never rejoined. Such files must live
+    and die with the container (its fresh /tmp)."""
+    primary = health.pg_primary(docker_lab)
+    assert primary is not None
+    [standby] = [s for s in SERVERS if s != primary]
+    port = docker_lab.pg_port(standby)
+    with docker_runtime.engine(docker_lab).client() as client:
+        container = client.containers.get(
+            docker_runtime.container_name(docker_lab, standby.postgres_program)
+        )
+        assert container.exec_run(["test", "-S", f"/tmp/.s.PGSQL.{port}"]).exit_code == 0
+        container.kill()
+
+        def exited() -> bool:
+            container.reload()
+            return bool(container.status == "exited")
+
+        assert poll_until(exited, timeout=30)
+        left = sorted(str(p) for p in docker_lab.state_dir.rglob(f".s.PGSQL.{port}*"))
+        assert left == [], left
+        container.start()
+    # And the node comes back as the standby.
+    assert poll_until(lambda: _unhealthy(docker_lab) == [], timeout=120), _unhealthy(docker_lab)
 
 
 @pytest.mark.docker

@@ -425,3 +425,18 @@ def test_the_report_cuts_scenarios_without_making_every_record(
     page = write_report(tmp_path, history, []).read_text()
     assert page.count("<section") == 3
     assert page.count("ok 50") == 3
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_write_ids_split_in_a_run_as_one_by_one(seed: int) -> None:
+    """The reader's shortcut for ids that share the previous prefix splits every id exactly as
+    the general rule does: leading zeros, lone zeros, digits that are not ASCII, counters too
+    long for 64 bits, ids with no counter, None."""
+    rng = random.Random(seed)
+    stems = ["o-", "a-0", "a-00", "", "x", "w-\u0661", "9-"]
+    tails = ["0", "7", "07", "007", "10", "100", "1" * 19, "", "\u0662", "x", "12a"]
+    keys: list[str | None] = [
+        None if rng.random() < 0.05 else rng.choice(stems) + rng.choice(tails) for _ in range(2000)
+    ]
+    prefixes, counters = gh._split_keys(keys)
+    assert list(zip(prefixes, counters, strict=True)) == [gh._split_key(k) for k in keys]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import configs, control, health, network
-from lab.layout import LabLayout
+from lab import configs, control, health, monitoring, network
+from lab.layout import SERVERS, LabLayout
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -161,11 +161,15 @@ def test_up_status_idempotent_up_and_down_leave_nothing(own_layout: LabLayout) -
     groups: dict[str, set[str]] = {}
     for info in control.processes(own_layout).values():
         groups.setdefault(info["group"], set()).add(info["name"])
+    exporters = {"node-exporter{}", "hostview{}", "pg-exporter{}", "redis-exporter{}"}
     outside = {"outside": {"outside"}} if own_layout.namespaced else {}
     assert groups == {
         "control": {"haproxy", "monitor", "sentinel3"},
-        "server1": {"backend1", "postgres1", "redis1", "sentinel1"},
-        "server2": {"backend2", "postgres2", "redis2", "sentinel2"},
+        "server1": {"backend1", "postgres1", "redis1", "sentinel1"}
+        | {e.format(1) for e in exporters},
+        "server2": {"backend2", "postgres2", "redis2", "sentinel2"}
+        | {e.format(2) for e in exporters},
+        "monitoring": {"prometheus", "alertmanager"},
         **outside,
     }
     if own_layout.namespaced:
@@ -173,14 +177,21 @@ def test_up_status_idempotent_up_and_down_leave_nothing(own_layout: LabLayout) -
         # and the one host route the lab makes: nothing else of the machine's.
         made = network.inventory(own_layout.net)
         assert (made.namespaces, made.links, made.routes) == (7, 16, 1), made
+    # Each server's disk is a tmpfs of its own, unmounted when the lab goes down.
+    if os.geteuid() == 0:
+        assert all(monitoring.disk_mounted(own_layout, s) for s in SERVERS)
+    disks = [str(own_layout.server_disk(s)) for s in SERVERS]
     tree, supervisord = lab_tree(own_layout), control.supervisor_pid(own_layout)
     assert supervisord in tree
     if os.geteuid() == 0:  # PostgreSQL refuses root: the lab runs it as `postgres`
-        owners = {
-            Path(f"/proc/{pid}").stat().st_uid
-            for pid in tree
-            if b"postgres" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-        }
+        owners = set()
+        for pid in tree:
+            # Gone meanwhile: the PostgreSQL exporter's scrapes come and go as backends.
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+                # PostgreSQL itself, not its exporter (which runs as the lab's user)
+                if b"postgres" in argv0 and b"exporter" not in argv0:
+                    owners.add(Path(f"/proc/{pid}").stat().st_uid)
         assert owners == {pwd.getpwnam("postgres").pw_uid}
 
     started = time.monotonic()
@@ -196,6 +207,8 @@ def test_up_status_idempotent_up_and_down_leave_nothing(own_layout: LabLayout) -
 
     control.down(own_layout)
     assert leftovers(own_layout, tree, supervisord) == []
+    mounted = Path("/proc/mounts").read_text()
+    assert not any(f" {d} " in mounted for d in disks), mounted
 
 
 def test_busy_port_is_refused_before_anything_starts(own_layout: LabLayout) -> None:
@@ -255,7 +268,7 @@ def test_down_after_supervisord_is_killed_stops_every_process_and_up_is_healthy(
 ) -> None:
     control.up(own_layout)
     tree = lab_tree(own_layout)
-    assert len(tree) > 20  # supervisord, 11 programs, pg_autoctl's and postgres's children
+    assert len(tree) > 20  # supervisord, 21 programs, pg_autoctl's and postgres's children
     supervisord = kill_supervisord(own_layout)
     assert len(survivors(tree)) > 20  # supervisord takes none of them along
 
@@ -394,3 +407,16 @@ def test_a_bad_base_port_is_bad_input_in_one_line(
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip() == line and proc.stdout == ""
+
+
+def test_a_lab_running_other_programs_is_named_and_left_alone(own_layout: LabLayout) -> None:
+    """`up` on a lab started with other programs (monitoring switched off, or an older
+    gameday) says so in one line instead of changing groups under running programs."""
+    control.up(own_layout)
+    without = LabLayout(own_layout.base_port, own_layout.state_dir, monitoring=False)
+    with pytest.raises(control.LabError) as info:
+        control.up(without)
+    assert "runs other programs than this gameday renders" in str(info.value)
+    assert "`gameday lab down`, then `gameday lab up`" in str(info.value)
+    table, healthy = control.status_table(own_layout)
+    assert healthy, table

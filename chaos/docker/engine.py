@@ -82,17 +82,17 @@ def connect(server: Server) -> Any:
         tls = docker.tls.TLSConfig(
             client_cert=(host.tls.cert, host.tls.key), ca_cert=host.tls.ca, verify=host.tls.verify
         )
+    reach: dict[str, Any] = {
+        "base_url": host.engine,
+        "tls": tls,
+        # Short while finding out whether the engine answers at all...
+        "timeout": host.connect_timeout_sec,
+        # ssh:// through the system's ssh client: the user's keys, agent and ~/.ssh/config,
+        # as the docker CLI uses them.
+        "use_ssh_client": host.engine.startswith("ssh://"),
+    }
     try:
-        client = docker.DockerClient(
-            base_url=host.engine,
-            tls=tls,
-            # Short while finding out whether the engine answers at all...
-            timeout=host.connect_timeout_sec,
-            # ssh:// through the system's ssh client: the user's keys, agent and ~/.ssh/config,
-            # as the docker CLI uses them.
-            use_ssh_client=host.engine.startswith("ssh://"),
-        )
-        client.ping()
+        client = docker.DockerClient(version=_api_version(reach), **reach)
     except Exception as exc:
         raise FaultRefused(f"{where} cannot be reached: {_reason(exc)}") from None
     # ...then long enough for `docker stop` to wait out the container's stop timeout.
@@ -101,6 +101,25 @@ def connect(server: Server) -> Any:
         host.connect_timeout_sec + host.stop_timeout_sec + 30.0, PROMOTE_TIMEOUT_SEC + 15.0
     )
     return client
+
+
+def _api_version(reach: dict[str, Any]) -> str:
+    """The API version to speak: the engine's, from the Api-Version header of its ping (but
+    no newer than this SDK knows).
+
+    Not the SDK's own detection (GET /version): podman answers that by running conmon and
+    runc to report their versions, 4-6 s on a busy machine, past connect_timeout_sec, when
+    its ping takes milliseconds.
+    """
+    import docker.constants
+    import docker.utils
+
+    with docker.APIClient(version=docker.constants.MINIMUM_DOCKER_API_VERSION, **reach) as api:
+        answer = api.get(f"{api.base_url}/_ping")
+        answer.raise_for_status()
+    newest = str(docker.constants.DEFAULT_DOCKER_API_VERSION)
+    version = str(answer.headers.get("Api-Version") or docker.constants.MINIMUM_DOCKER_API_VERSION)
+    return version if docker.utils.version_lt(version, newest) else newest
 
 
 def _reason(exc: BaseException) -> str:

@@ -56,6 +56,20 @@ def cluster_state(container: Any, db: DockerDatabase) -> str:
     raise FaultError(f"pg_controldata in {container.name} printed no cluster state")
 
 
+# pg_controldata's states of a whole pair, sorted: one primary and one replica.
+SETTLED = ["in archive recovery", "in production"]
+
+
+def _last_log_line(container: Any) -> str:
+    """The container's last non-empty log line, shortened: often the reason it is stuck."""
+    try:
+        text = container.logs(tail=5).decode(errors="replace")
+    except Exception:  # the engine's logs are a hint for a message, never a second failure
+        return ""
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    return lines[-1][-200:] if lines else ""
+
+
 @dataclass(frozen=True)
 class _Node:
     server: Server
@@ -209,7 +223,7 @@ class DatabaseFailover(DockerFault):
             )
 
     def heal(self) -> None:
-        """manual: only checks the new primary; automatic: the old primary rejoins as replica.
+        """manual: only checks the new primary; automatic: the pair is whole again.
 
         A manual failover whose promotion never happened (it failed, or the run was killed
         before it) is undone instead: the old primary is started again and must come back as
@@ -217,40 +231,67 @@ class DatabaseFailover(DockerFault):
         """
         if "replica_container" not in self.params:
             return
-        manual = not self._automatic()
+        if self._automatic():
+            self._heal_automatic()
+            return
         with self._container("replica") as (_, db, container):
-            container.reload()
-            if container.status != "running":
-                container.start()
-            if manual and "promoted" not in self.params:
+            resume(container)
+            if "promoted" not in self.params:
                 if _state_now(container, db) == "in production":
                     self._promoted()  # promoted after all: the journal had not heard yet
                 else:
                     self._restart_old_primary()
                     return
             self._wait_state(container, db, "in production", PROMOTE_TIMEOUT_SEC)
-        if manual:
-            return  # see the docstring: starting the old primary would make two primaries
-        # The failover manager makes the old primary a replica of the new one.
-        self._restart_old_primary("in archive recovery", FAILOVER_TIMEOUT_SEC)
+        # See the docstring: starting the old primary would make two primaries.
 
-    def _restart_old_primary(
-        self, want: str = "in production", timeout: float = PROMOTE_TIMEOUT_SEC
-    ) -> None:
+    def _heal_automatic(self) -> None:
+        """Both containers run and the failover manager has made them a primary and a replica.
+
+        Whichever way round: the manager may have promoted the replica (the old primary must
+        then rejoin as its replica, rewound), or never have promoted it (a standby it did not
+        trust, a fault healed before it acted), and then the old primary simply carries on.
+        """
+        with self._container("primary") as (name, old_db, old):
+            with self._container("replica") as (_, db, replica):
+                resume(replica)
+                resume(old)
+                seen: dict[str, str] = {}
+
+                def settled() -> bool:
+                    seen[old.name] = _state_now(old, old_db)
+                    seen[replica.name] = _state_now(replica, db)
+                    return sorted(seen.values()) == SETTLED
+
+                # Each look is two execs: twice a second is plenty for a failover manager.
+                if not poll_until(settled, timeout=FAILOVER_TIMEOUT_SEC, interval=0.5):
+                    states = ", ".join(f"{c} {s}" for c, s in seen.items())
+                    said = _last_log_line(old)
+                    raise FaultError(
+                        "the failover manager did not make the database a primary and a "
+                        f"replica again within {FAILOVER_TIMEOUT_SEC:.0f} s ({states})"
+                        + (f"; {old.name} last logged: {said}" if said else "")
+                    )
+            _, host = docker_server(self.target, name)
+            wait_healthy(old, timeout=host.health_timeout_sec, who=f"server {name}")
+
+    def _restart_old_primary(self) -> None:
         with self._container("primary") as (name, db, old):
             resume(old)
-            self._wait_state(old, db, want, timeout)
+            self._wait_state(old, db, "in production", PROMOTE_TIMEOUT_SEC)
             _, host = docker_server(self.target, name)
             wait_healthy(old, timeout=host.health_timeout_sec, who=f"server {name}")
 
     def in_effect(self) -> bool:
         """manual: True once the replica was promoted, which is permanent; automatic: True
-        until the old primary runs again as a replica."""
+        until both run again, as one primary and one replica."""
         if "replica_container" not in self.params:
             return False
         if self._automatic():
-            with self._container("primary") as (_, db, old):
-                return cluster_state(old, db) != "in archive recovery"
+            with self._container("primary") as (_, old_db, old):
+                old_state = cluster_state(old, old_db)
+            with self._container("replica") as (_, db, replica):
+                return sorted([old_state, cluster_state(replica, db)]) != SETTLED
         with self._container("replica") as (_, db, container):
             return cluster_state(container, db) == "in production"
 
