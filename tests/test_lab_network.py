@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ from chaos.registry import fault_for, provided
 from gameday.needs import Egress, Nodes
 from gameday.target import FAULT_NAMES, Target, TargetError, _parse_target, load_target
 from lab import configs, network
-from lab.layout import LOOPBACK, NAMESPACES, LabLayout, LayoutError
+from lab import monitoring as labmon
+from lab.layout import LOOPBACK, NAMESPACES, SERVERS, LabLayout, LayoutError
 from lab.netplan import NetPlan
 from lab.target import render_target
 
@@ -129,6 +131,44 @@ def test_programs_enter_their_hosts_namespace_and_postgres_drops_root_there() ->
         command, user = rendered["postgres2"]
         assert "--net=/run/netns/gd17400-b --setgid=" in command and "--setuid=" in command
         assert user is None  # nsenter drops to postgres once inside; supervisord must not
+
+
+def test_the_monitoring_lives_in_the_lab_network_where_its_hosts_are() -> None:
+    """Each server's exporters and CPU/memory view in its zone on its address (a lost zone
+    takes their answers along); Prometheus and Alertmanager on the public side; every scrape
+    target at the address of its host; the webhook on the machine's own address."""
+    lab = layout(17400)
+    a, b, pub = lab.net.zone_address("a"), lab.net.zone_address("b"), lab.net.public_address
+    rendered = {p.name: configs.in_place(lab, p)[0] for p in configs.programs(lab)}
+    for name, netns, host, port in (
+        ("node-exporter1", "gd17400-a", a, lab.base_port + 12),
+        ("hostview1", "gd17400-a", a, lab.base_port + 14),
+        ("pg-exporter2", "gd17400-b", b, lab.base_port + 24),
+        ("redis-exporter2", "gd17400-b", b, lab.base_port + 33),
+        ("prometheus", "gd17400-pub", pub, lab.prometheus_port),
+        ("alertmanager", "gd17400-pub", pub, lab.alertmanager_port),
+    ):
+        command = rendered[name]
+        assert command.startswith(f"/usr/bin/nsenter --net=/run/netns/{netns} -- "), name
+        assert f"{host}:{port}" in command or f"--host {host} --port {port}" in command, name
+        assert "127.0.0.1" not in command, name
+    yml = labmon.prometheus_yml(
+        lab, labmon.LAB, ports=(lab.prometheus_port, lab.alertmanager_port), host=pub
+    )
+    scraped = set(re.findall(r"'(\d+\.\d+\.\d+\.\d+):(\d+)'", yml))
+    assert {h for h, _ in scraped} == {a, b, pub}
+    assert (a, str(lab.pg_exporter_port(SERVERS[0]))) in scraped
+    assert (pub, str(lab.stats_port)) in scraped  # HAProxy's /metrics
+    assert (pub, str(lab.alertmanager_port)) in scraped
+    assert lab.receiver_address == f"{lab.net.host_address}:{lab.receiver_port}"
+    assert f"url: 'http://{lab.receiver_address}/" in labmon.alertmanager_yml(
+        labmon.LAB, lab.receiver_address
+    )
+    # A lab without namespaces keeps all of it on 127.0.0.1.
+    loop = layout(17400, LOOPBACK, "GAMEDAY_LAB_NETWORK=loopback")
+    yml = labmon.prometheus_yml(loop, labmon.LAB, ports=(loop.prometheus_port, 1))
+    assert set(re.findall(r"'(\d+\.\d+\.\d+\.\d+):", yml)) == {"127.0.0.1"}
+    assert loop.receiver_address == f"127.0.0.1:{loop.receiver_port}"
 
 
 def test_the_target_of_a_lab_with_namespaces_declares_its_zones_egress() -> None:
