@@ -45,6 +45,9 @@ BENCH_RUNS ?= 3
 BENCH_PORT = $${GAMEDAY_LAB_BASE_PORT:-17400}
 bench: setup
 	$(PY)/python bench/lab_up.py --runs $(BENCH_RUNS) --base-port $(BENCH_PORT)
+# Zones on the wire: egress-loss detection on the lab, then lab up with and without namespaces
+# and what the lab makes, on the next block (base port + 50).
+	$(PY)/python bench/zones.py --trials 10 --ups $(BENCH_RUNS)
 	$(PY)/python bench/startup.py --runs 9
 	$(PY)/python bench/acceptance.py --runs $(BENCH_RUNS)
 	$(PY)/python bench/loss_check.py --runs $(BENCH_RUNS)

@@ -8,6 +8,7 @@ pytest_plugins = [
     "steps.deployment",
     "steps.data",
     "steps.faults",
+    "steps.network",
     "steps.load",
     "steps.aws",
     "steps.monitoring",

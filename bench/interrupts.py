@@ -39,6 +39,10 @@ STEPS = {
     "stop-server": "the first server is killed",
     "kill-backend": "the backend of the last server is killed",
     "cache-crash": "the cache master crashes",
+    # The network faults (issue 15): iptables rules and a link inside the lab's namespaces.
+    "disable-nat": 'the NAT of zone "a" is disabled',
+    "zone-outage": 'zone "a" goes down',
+    "zone-partition": 'zones "a" and "b" are partitioned',
 }
 FEATURE = """\
 @resilience @destructive
@@ -158,6 +162,11 @@ def main() -> int:
     parser.add_argument("--faults", default=",".join(STEPS))
     parser.add_argument("--signals", default="INT,TERM,KILL")
     args = parser.parse_args()
+    # Started with `&` or nohup, this process ignores SIGINT and so would every run it starts
+    # (an ignored signal is inherited across exec): gameday leaves an ignored SIGINT ignored,
+    # and the SIGINT cases would measure a run that never saw the signal.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     layout = LabLayout.from_env()
     control.up(layout)
     print(f"load before: {os.getloadavg()}")

@@ -68,6 +68,13 @@ class Fault(ABC):
         if self.on_remember is not None:
             self.on_remember(self.undo_params())
 
+    @classmethod
+    def unavailable(cls, target: Target) -> str | None:
+        """Why this built-in fault cannot act on `target` at all, in one line (a lab without
+        zone networks has no NAT to disable); None when it can. Asked before a scenario
+        starts, so its scenarios skip with the reason. Default: available."""
+        return None
+
     @abstractmethod
     def describe(self) -> str:
         """One line: what inject would do to what (shown by --dry-run and in reports)."""

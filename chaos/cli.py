@@ -68,12 +68,19 @@ def cmd_heal(target: Target, *, force: bool, log: Callable[[str], None]) -> int:
     restore = install_signal_handlers(log=log)
     try:
         healed = heal_pending(target, log=log, force=force)
+        swept: list[str] = []
+        if target.provider == "lab":
+            from chaos.lab import sweep_dead_lab
+
+            swept = sweep_dead_lab(target, log)
     except FaultError as exc:
         log(f"gameday: {redact(str(exc))}")
         return EXIT_FAILED
     finally:
         restore()
-    if not healed:
+    for line in swept:
+        log(line)
+    if not healed and not swept:
         log(f"nothing to heal for target {target.name} ({target.identity()})")
         # The same name may mean another deployment (a lab on another port block): say so,
         # rather than leave the user thinking that one is clean too.
@@ -82,6 +89,6 @@ def cmd_heal(target: Target, *, force: bool, log: Callable[[str], None]) -> int:
                 f"note: {count} fault(s) of another deployment named {target.name} are pending: "
                 f"{identity} (heal them with a target for that deployment)"
             )
-    else:
+    elif healed:
         log(f"healed {len(healed)} fault(s) of target {target.name}")
     return EXIT_OK

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 from typing import ClassVar
 
 from chaos.base import Fault, FaultError, FaultRefused
@@ -56,6 +57,16 @@ def kill_program(layout: LabLayout, program: str) -> None:
     ):  # fmt: skip
         return
     raise FaultError(f"{program} did not stop after SIGKILL")
+
+
+def sweep_dead_lab(target: Target, log: Callable[[str], None]) -> list[str]:
+    """After the journal's faults are healed: a lab of `target` whose supervisord was killed
+    leaves processes and its network (namespaces, veths, rules) behind; stop and remove them
+    (the folder stays for the next `lab up`). A running lab is left alone."""
+    try:
+        return control.sweep(layout_of(target), progress=log)
+    except (control.LabError, OSError) as exc:
+        raise FaultError(f"the dead lab's leftovers: {exc}") from None
 
 
 class _LabFault(Fault):
@@ -106,8 +117,7 @@ class DatabaseFailover(_LabFault):
         if primary is None:
             raise FaultRefused("the lab's database has no settled primary to fail over")
         self.remember(old_primary=primary.name)
-        url = f"postgresql://postgres@127.0.0.1:{layout.monitor_port}/pg_auto_failover"
-        with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
+        with psycopg.connect(layout.monitor_admin_url, autocommit=True, connect_timeout=2) as conn:
             conn.execute("SELECT pgautofailover.perform_failover('default', 0)")
         # Return once the other node is the settled primary: the scenario then judges a
         # failover that happened. The probes measure the outage from the inject-start event.

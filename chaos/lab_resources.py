@@ -305,7 +305,9 @@ class MemoryPressure(_ResourceFault):
 
     def _usage(self) -> tuple[float, float]:
         """(used, total) bytes of the server, as its monitoring reads them."""
-        found = health.metrics(self.layout.hostview_port(self.server))
+        found = health.metrics(
+            self.layout.server_host(self.server), self.layout.hostview_port(self.server)
+        )
         total = found["node_memory_MemTotal_bytes"]
         return total - found["node_memory_MemAvailable_bytes"], total
 

@@ -23,6 +23,7 @@ from gameday.target import FAULT_NAMES, Target
 PROVIDER_MODULES = (
     "chaos.command",
     "chaos.lab",
+    "chaos.lab_network",
     "chaos.lab_resources",
     "chaos.docker.servers",
     "chaos.docker.cache",
@@ -81,6 +82,22 @@ NOT_OFFERED = {
         "the AWS APIs cannot kill one process on an instance; a command fault can, through SSM "
         "or SSH"
     ),
+    ("zone-partition", "aws"): (
+        "AWS has no call that splits two zones of a VPC; a command fault can (network ACLs "
+        "denying each zone's subnets, or iptables on the instances over SSM)"
+    ),
+    ("zone-partition", "docker"): (
+        "the Docker Engine API cannot drop traffic between hosts; a command fault can "
+        "(iptables on each host over SSH)"
+    ),
+    ("disable-nat", "docker"): (
+        "a Docker host's egress is the host's own (no NAT of the zone to reach through the "
+        "Engine API); a command fault can (iptables on the host over SSH)"
+    ),
+    ("zone-outage", "docker"): (
+        "the Docker Engine API stops containers, it cannot cut a zone's network; use "
+        "stop-server per server, or a command fault"
+    ),
 }
 
 
@@ -89,8 +106,15 @@ def provided(target: Target, name: str) -> tuple[Source | None, str]:
     (None, the one line saying how to get it)."""
     if name in target.faults:
         return "declared", f"declared command fault {name!r}"
-    if (name, target.provider) in registered():
-        return "built-in", f"{target.provider} fault {name!r}"
+    builtin = registered().get((name, target.provider))
+    if builtin is not None:
+        why_not = builtin.unavailable(target)
+        if why_not is None:
+            return "built-in", f"{target.provider} fault {name!r}"
+        return None, (
+            f"target {target.name!r} cannot provide {name!r} ({why_not}): declare it under "
+            "faults: (docs/resilience.md)"
+        )
     why = NOT_OFFERED.get((name, target.provider))
     return None, (
         f"target {target.name!r} provides no {name!r}"

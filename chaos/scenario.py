@@ -105,6 +105,17 @@ class ScenarioFaults:
         down = {a.fault.params.get("server") for a in self.session.active}
         return [s.name for s in self.target.servers if s.name not in down]
 
+    def zones_hit(self) -> list[str]:
+        """The zones the scenario's faults were aimed at (their `zone` and `peer` parameters)."""
+        hit = {a.fault.params.get(key, "") for a in self.session.active for key in ("zone", "peer")}
+        return sorted(z for z in hit if z)
+
+    def heal(self) -> None:
+        """Heal every fault of the scenario now ("the fault is healed"), each recorded like any
+        heal, so the Then-steps can judge what came after it; the scenario's end heals
+        nothing twice."""
+        self.session.heal_all()
+
     def budget(self, probe: str, failures: int) -> None:
         """At most `failures` failed samples of `probe` while a fault is in effect."""
         self.budgets[probe] = failures

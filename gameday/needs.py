@@ -203,6 +203,59 @@ class Zone:
 
 
 @dataclass(frozen=True)
+class Egress:
+    """The target says how to ask its zones about the internet (`egress:`); with `arg`, the
+    zone the step names is one of those zones."""
+
+    arg: str | None = None
+
+    def why_not(self, target: Target, args: Mapping[str, object]) -> str | None:
+        lab = target.lab
+        if target.egress is None and lab is not None and lab.network == "loopback":
+            note = f": {lab.network_note}" if lab.network_note else ""
+            return f"the lab runs on 127.0.0.1 without zone networks{note}"
+        if target.egress is None:
+            return (
+                f"target {target.name!r} declares no egress (egress: how to ask each zone "
+                "whether it reaches the internet, docs/targets.md)"
+            )
+        zones = target.egress_zones()
+        if self.arg is not None and str(args.get(self.arg)) not in zones:
+            return (
+                f"target {target.name!r} probes no egress in zone {args.get(self.arg)!r} "
+                f"(zones: {', '.join(zones) or 'none'})"
+            )
+        if len(zones) < 1:
+            return f"target {target.name!r} has no zone whose egress can be probed"
+        return None
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """Every node of a store can be asked for writes one by one: `database` (a libpq
+    multi-host writer URL with two hosts or more) or `cache` (`cache.nodes`, two or more)."""
+
+    store: str
+
+    def why_not(self, target: Target, args: Mapping[str, object]) -> str | None:
+        if self.store == "database":
+            if target.database is None:
+                return Role("database").why_not(target, args)
+            hosts = target.database.writer_url.partition("://")[2].split("/")[0]
+            if hosts.count(",") < 1:
+                return (
+                    f"target {target.name!r}: the database writer URL names one host; the "
+                    "nodes must be asked one by one (a libpq multi-host URL, h1:5432,h2:5432)"
+                )
+            return None
+        if target.cache is None:
+            return Role("cache").why_not(target, args)
+        if len(target.cache.nodes) < 2:
+            return f"target {target.name!r} declares no cache.nodes (host:port of each node)"
+        return None
+
+
+@dataclass(frozen=True)
 class LoadBalancerState:
     """The load balancer's own view of its backends can be read (HAProxy's stats; nginx's
     stub_status has no per-backend state, `none` has nothing to read)."""

@@ -269,7 +269,7 @@ def _ensure_lab(state: GamedaySession, target: Target, say: Any) -> None:
     running = control.is_running(layout)
     if running and control.lock_holder(layout) is None:
         return  # running, and no `lab up` or `down` of another process is half way
-    say(f"starting the lab on 127.0.0.1:{layout.base_port} (gameday lab up)")
+    say(f"starting the lab on {layout.public_host}:{layout.http_port} (gameday lab up)")
     try:
         elapsed = control.up(layout, progress=lambda line: say(f"lab {line}"))
     except control.LabError as exc:

@@ -187,6 +187,37 @@ class Scenario:
             ),
         )  # fmt: skip
 
+    def start_egress(self, rate: int) -> None:
+        """An egress probe per zone of the target (`egress <zone>`), `rate` requests a second
+        each, for the rest of the scenario."""
+        from gameday.probes.egress import EgressProbe
+
+        zones = self.target.egress_zones()
+        self.reserve(rps=rate * len(zones))
+        for zone in zones:
+            self._start(
+                f"the egress probe of zone {zone} at {rate}/s",
+                lambda zone=zone: EgressProbe(  # type: ignore[misc]
+                    self.target, zone=zone, rate=rate, clock=self.run.clock,
+                    record=self.run.record, limit=rate * MAX_PROBE_SEC,
+                ),
+            )  # fmt: skip
+
+    def start_writable(self, roles: Sequence[str], rate: int) -> None:
+        """Ask every node of each store in `roles` ("database", "cache") for a write, `rate`
+        rounds a second (probes `writable database`, `writable cache`)."""
+        from gameday.probes.writable import WritableNodesProbe
+
+        self.reserve(rps=rate * len(roles))
+        for role in roles:
+            self._start(
+                f"asking every {role} node for a write at {rate}/s",
+                lambda role=role: WritableNodesProbe(  # type: ignore[misc]
+                    self.target, role=role, run_id=self.key, rate=rate, clock=self.run.clock,
+                    record=self.run.record, limit=rate * MAX_PROBE_SEC,
+                ),
+            )  # fmt: skip
+
     def start_users(self, users: int, journeys: str) -> None:
         """Locust users of loadtests/locustfile.py for the rest of the scenario, every request
         of theirs a sample on the run's timeline; returns once they send."""
@@ -473,6 +504,93 @@ class Scenario:
         return rc.traffic_moved_to(
             self.samples(probe), window=window, survivor=survivors, within_sec=lb.detection_sec
         )
+
+    # -- the network between zones ----------------------------------------------------------
+
+    def heal_start(self) -> float:
+        """When the heal of the scenario's (last) fault began; the step fails when it has not."""
+        start = self.fault_start()
+        heals = [
+            e.at for e in self.history().fault_events if e.phase == "heal-start" and e.at >= start
+        ]
+        if not heals:
+            pytest.fail("no fault was healed yet in this scenario", pytrace=False)
+        return max(heals)
+
+    def _egress(self, zone: str) -> tuple[Any, list[Sample]]:
+        from gameday.probes.egress import probe_name
+
+        probe = self.probe(probe_name(zone))
+        return probe, self.samples(probe_name(zone))
+
+    def egress_lost(self, zone: str, within_sec: float) -> Verdict:
+        """The zone's egress failed within `within_sec` of the fault and stayed lost until the
+        heal (or until now)."""
+        from gameday.checks.network import egress_lost
+
+        start = self.fault_start()
+        probe, samples = self._egress(zone)
+        heals = [e.at for e in self.history().fault_events if e.phase == "heal-start"]
+        end = min((t for t in heals if t >= start), default=self.run.clock.now())
+        return egress_lost(
+            samples, zone=zone, fault_start=start, took_hold=self.in_effect_at(start), end=end,
+            within_sec=within_sec, until=probe.settled_until(), judged_from=probe.judged_from,
+        )  # fmt: skip
+
+    def egress_kept(self, zone: str) -> Verdict:
+        from gameday.checks.network import egress_kept
+
+        probe, samples = self._egress(zone)
+        return egress_kept(
+            samples, zone=zone, window=self.fault_window(), until=probe.settled_until(),
+            judged_from=probe.judged_from,
+        )  # fmt: skip
+
+    def egress_back(self, zone: str, within_sec: float) -> Verdict:
+        """Wait (bounded) until the zone's egress answers again after the heal began."""
+        from gameday.checks.network import egress_back
+
+        healed = self.heal_start()
+        probe, _ = self._egress(zone)
+
+        def judge() -> Verdict:
+            return egress_back(
+                self.samples(probe.name), zone=zone, heal_start=healed, within_sec=within_sec,
+                until=probe.settled_until(), judged_from=probe.judged_from,
+            )  # fmt: skip
+
+        return self.wait_for(
+            judge, deadline=healed + within_sec + RECOVERY_GRACE_SEC + probe.timeout_sec,
+            waiting_for=f"egress of zone {zone}",
+        )  # fmt: skip
+
+    def no_other_zone(self) -> Verdict:
+        """The verdict when a scenario judges "the other zones" and the fault hit them all."""
+        zones = ", ".join(self.target.egress_zones()) or "none"
+        return failed("egress_kept", f"no zone was left out of the fault to judge (zones: {zones})")
+
+    def own_nat_per_zone(self) -> Verdict:
+        """Before the fault (or so far, without one), each zone left through its own address."""
+        from gameday.checks.network import own_nat_per_zone
+
+        faults = [e.at for e in self.history().fault_events if e.phase == "inject-start"]
+        probes = {z: self._egress(z)[0] for z in self.target.egress_zones()}
+        judged_from = next(iter(probes.values())).judged_from if probes else None
+        return own_nat_per_zone(
+            {zone: self.samples(probe.name) for zone, probe in probes.items()},
+            before=min(faults) if faults else None,
+            judged_from=judged_from,
+        )
+
+    def one_writer_at_a_time(self, role: str) -> Verdict:
+        from gameday.checks.network import one_writer_at_a_time
+        from gameday.probes.writable import PROBE_NAMES
+
+        probe = self.probe(PROBE_NAMES[role])
+        return one_writer_at_a_time(
+            self.samples(PROBE_NAMES[role]), store=role, window=self.fault_window(),
+            until=probe.settled_until(),  # type: ignore[attr-defined]
+        )  # fmt: skip
 
     def cache_writes_survived(self, writes: Sequence[CacheWrite], grace_sec: float) -> Verdict:
         from gameday.checks.cache import writes_survive_restart

@@ -249,6 +249,9 @@ class Cache(_Model):
     # by itself) or none (promotion by hand or by a declared fault). Default: sentinel when
     # sentinels are listed, else none.
     failover: Literal["sentinel", "managed", "none"] | None = None
+    # host:port of every Redis node (master and replicas): asked one by one whether they take
+    # writes, so a split brain (two masters) is seen. Optional.
+    nodes: list[HostPort] = []
 
     @model_validator(mode="after")
     def _sentinels_for_sentinel(self) -> Cache:
@@ -444,6 +447,7 @@ FAULT_NAMES = (
     "cache-restart",
     "disable-nat",
     "zone-outage",
+    "zone-partition",
     # resource faults, so the seed's resource alert rules can be made to fire (bounded by
     # the target's `stress:` limits)
     "cpu-stress",
@@ -451,9 +455,9 @@ FAULT_NAMES = (
     "disk-fill",
 )
 # What a scenario's step hands a declared command fault: `{server}` in its command lines is
-# replaced by the server the step names, and so on (`{percent}`: how full a resource fault
-# makes the memory or the disk).
-FAULT_PLACEHOLDERS = ("server", "zone", "mode", "service", "percent")
+# replaced by the server the step names, and so on (`{peer}`: the other zone of a partition;
+# `{percent}`: how full a resource fault makes the memory or the disk).
+FAULT_PLACEHOLDERS = ("server", "zone", "mode", "service", "peer", "percent")
 _FAULT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -550,6 +554,43 @@ class LabSettings(_Model):
     """For `provider: lab`: the lab that serves this target (the harness starts it)."""
 
     base_port: int = Field(default=17400, gt=1024, lt=65000)
+    # namespaces: the zones are network namespaces with a NAT each (the network faults need
+    # it); loopback: everything on 127.0.0.1, `network_note` says why.
+    network: Literal["namespaces", "loopback"] = "loopback"
+    network_note: str = ""
+
+
+class EgressZone(_Model):
+    """How the harness gets into one zone to call the internet from there."""
+
+    # A network namespace (/run/netns/NAME) the harness enters (needs root).
+    netns: str = Field(min_length=1)
+
+
+class Egress(_Model):
+    """How to ask each zone whether it reaches the internet, and through which address.
+
+    `via: servers` (the default): GET `path` on the zone's servers (their `url`); the reference
+    app's `/egress` calls an internet service and answers with the address it saw (the zone's
+    NAT) or 502. `via: netns`: the harness enters each zone's network namespace (`zones`) and
+    calls `url` itself, which must answer with JSON naming the caller's address in `source`
+    (the lab). `via: routes`: judged from the zone's route tables (AWS: `aws.zones`), with no
+    traffic sent, which the verdicts say.
+    """
+
+    via: Literal["servers", "netns", "routes"] = "servers"
+    path: UrlPath = "/egress"
+    url: HttpUrl | None = None
+    zones: dict[str, EgressZone] = {}
+    timeout_sec: float = Field(default=1.0, gt=0, le=30)
+
+    @model_validator(mode="after")
+    def _what_each_way_needs(self) -> Egress:
+        if self.via == "netns" and (self.url is None or not self.zones):
+            raise ValueError("via: netns needs the internet service's url and zones: {zone: netns}")
+        if self.via != "netns" and self.zones:
+            raise ValueError(f"zones: only for via: netns, not via: {self.via}")
+        return self
 
 
 # -- AWS ---------------------------------------------------------------------------------------
@@ -678,6 +719,7 @@ class Target(_Model):
     load: Load = Load()
     lab: LabSettings | None = None
     aws: Aws | None = None
+    egress: Egress | None = None
     monitoring: Monitoring | None = None
     stress: Stress = Stress()
     # Command faults the target declares, by capability name (database-failover...) or a name
@@ -719,6 +761,29 @@ class Target(_Model):
         return self
 
     @model_validator(mode="after")
+    def _egress_reaches_every_zone(self) -> Target:
+        egress = self.egress
+        if egress is None:
+            return self
+        zones = self.zones()
+        if egress.via == "netns":
+            unknown = sorted(set(egress.zones) - set(zones))
+            if unknown and zones:
+                raise ValueError(
+                    f"egress.zones.{unknown[0]}: no server is in zone {unknown[0]!r} "
+                    f"(zones: {', '.join(zones)})"
+                )
+        elif egress.via == "servers":
+            for zone in zones:
+                if not any(s.url for s in self.servers if s.zone == zone):
+                    raise ValueError(
+                        f"egress: via servers, but no server of zone {zone!r} has a url to ask"
+                    )
+        elif self.aws is None or not self.aws.zones:
+            raise ValueError("egress: via routes needs the aws section's zones (their NATs)")
+        return self
+
+    @model_validator(mode="after")
     def _cloudwatch_needs_aws(self) -> Target:
         if self.monitoring is not None and self.monitoring.cloudwatch_alarms and self.aws is None:
             raise ValueError(
@@ -740,6 +805,17 @@ class Target(_Model):
 
     def zones(self) -> list[str]:
         return sorted({s.zone for s in self.servers})
+
+    def egress_zones(self) -> list[str]:
+        """The zones whose egress the harness can probe (see `Egress`)."""
+        if self.egress is None:
+            return []
+        if self.egress.via == "netns":
+            return sorted(self.egress.zones)
+        if self.egress.via == "routes" and self.aws is not None:
+            letters = {z.removeprefix(self.aws.region) for z in self.aws.zones}
+            return sorted(letters)
+        return self.zones()
 
     def identity(self) -> str:
         """What deployment this is, whatever the file calls it: the lab's port block, the

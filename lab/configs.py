@@ -9,6 +9,7 @@ a restart would undo a failover the lab has lived through.
 from __future__ import annotations
 
 import os
+import pwd
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from lab.layout import (
     CONTROL_GROUP,
     DB_NAME,
     MONITORING_GROUP,
+    OUTSIDE_GROUP,
     PG_BIN,
     PROJECT_ROOT,
     REDIS_MASTER_NAME,
@@ -54,11 +56,14 @@ STATIC_PATH = "/lb/static"
 
 def haproxy_cfg(layout: LabLayout) -> str:
     servers = "\n".join(
-        f"    server {s.name} 127.0.0.1:{layout.backend_port(s)} check" for s in SERVERS
+        f"    server {s.name} {layout.server_host(s)}:{layout.backend_port(s)} check"
+        for s in SERVERS
     )
     redis_servers = "\n".join(
-        f"    server {s.redis_program} 127.0.0.1:{layout.redis_port(s)} check" for s in SERVERS
+        f"    server {s.redis_program} {layout.server_host(s)}:{layout.redis_port(s)} check"
+        for s in SERVERS
     )
+    public = layout.public_host
     check = f"inter {CHECK_INTER_MS}ms fall {CHECK_FALL} rise {CHECK_RISE}"
     return f"""# Rendered by gameday's lab from its layout; `gameday lab up` overwrites edits.
 global
@@ -74,10 +79,12 @@ defaults
     timeout server 30s
     timeout check 1s
     retries 2
-    option redispatch
+    # Every retry goes to another server: a server whose network went dark (a zone lost)
+    # costs one connect timeout, not three, before the request reaches a live one.
+    option redispatch 1
 
 frontend web
-    bind 127.0.0.1:{layout.http_port}
+    bind {public}:{layout.http_port}
     # Answered by HAProxy itself, never a backend: the ceiling of a load generator's rate
     # (bench/locust_vs_wrk.py), with no application cost in the way.
     http-request return status 200 content-type text/plain string static if {{ path {STATIC_PATH} }}
@@ -90,13 +97,17 @@ backend servers
     # server may have applied already.
     retry-on conn-failure empty-response response-timeout
     http-request disable-l7-retry if METH_POST
+    # A fresh connection to the server for every request: a request sent on a pooled one to a
+    # server whose zone went dark waits out `timeout server` (30 s); a new one fails its
+    # connect in 1 s and is redispatched (above) to the live server.
+    option http-server-close
     option httpchk GET /health
     http-check expect status 200
     default-server {check}
 {servers}
 
 frontend stats
-    bind 127.0.0.1:{layout.stats_port}
+    bind {public}:{layout.stats_port}
     # HAProxy's own Prometheus endpoint (built in: USE_PROMEX), scraped by the lab's Prometheus.
     http-request use-service prometheus-exporter if {{ path /metrics }}
     stats enable
@@ -108,7 +119,7 @@ frontend stats
 # follow a Sentinel failover without knowing about Sentinel (as ElastiCache's primary endpoint).
 listen redis-primary
     mode tcp
-    bind 127.0.0.1:{layout.redis_endpoint_port}
+    bind {public}:{layout.redis_endpoint_port}
     timeout client 5m
     timeout server 5m
     option tcp-check
@@ -126,11 +137,12 @@ listen redis-primary
 
 def redis_conf(layout: LabLayout, server: LabServer) -> str:
     primary = SERVERS[0]
-    replicaof = "" if server == primary else f"replicaof 127.0.0.1 {layout.redis_port(primary)}\n"
+    master = f"{layout.server_host(primary)} {layout.redis_port(primary)}"
+    replicaof = "" if server == primary else f"replicaof {master}\n"
     folder = layout.redis_dir / server.redis_program
     # Persistence as in the seed: RDB snapshots plus AOF fsynced every second
     # ("at most 1 s of writes lost"), 256 MB with LRU eviction.
-    return f"""bind 127.0.0.1
+    return f"""bind {layout.server_host(server)}
 port {layout.redis_port(server)}
 daemonize no
 protected-mode no
@@ -146,15 +158,15 @@ replica-read-only yes
 {replicaof}"""
 
 
-def sentinel_conf(layout: LabLayout, port: int) -> str:
-    master_port = layout.redis_port(SERVERS[0])
-    return f"""bind 127.0.0.1
+def sentinel_conf(layout: LabLayout, port: int, group: str) -> str:
+    master = f"{layout.server_host(SERVERS[0])} {layout.redis_port(SERVERS[0])}"
+    return f"""bind {layout.host_of(group)}
 port {port}
 daemonize no
 protected-mode no
 dir {layout.redis_dir}
 sentinel resolve-hostnames no
-sentinel monitor {REDIS_MASTER_NAME} 127.0.0.1 {master_port} 2
+sentinel monitor {REDIS_MASTER_NAME} {master} 2
 sentinel down-after-milliseconds {REDIS_MASTER_NAME} {SENTINEL_DOWN_AFTER_MS}
 sentinel failover-timeout {REDIS_MASTER_NAME} {SENTINEL_FAILOVER_TIMEOUT_MS}
 sentinel parallel-syncs {REDIS_MASTER_NAME} 1
@@ -163,6 +175,11 @@ sentinel parallel-syncs {REDIS_MASTER_NAME} 1
 
 def sentinel_conf_path(layout: LabLayout, index: int) -> str:
     return str(layout.redis_dir / f"sentinel{index}.conf")
+
+
+def sentinel_group(index: int) -> str:
+    """The host of Sentinel `index` (1-based): one per server, the third on the public side."""
+    return SERVERS[index - 1].name if index <= len(SERVERS) else CONTROL_GROUP
 
 
 def _pg_user() -> str | None:
@@ -177,9 +194,9 @@ def pg_node_command(layout: LabLayout, server: LabServer) -> str:
         "pg_autoctl", "create", "postgres",
         "--pgdata", str(pgdata),
         "--pgport", str(layout.pg_port(server)),
-        "--hostname", "127.0.0.1",
+        "--hostname", layout.server_host(server),
         # pg_autoctl's default is '*' (every address, IPv4 and IPv6) with trust auth.
-        "--listen", "127.0.0.1",
+        "--listen", layout.server_host(server),
         "--name", server.pg_node_name,
         "--dbname", DB_NAME,
         "--auth", "trust",
@@ -196,9 +213,9 @@ def pg_monitor_command(layout: LabLayout) -> str:
         "pg_autoctl", "create", "monitor",
         "--pgdata", str(pgdata),
         "--pgport", str(layout.monitor_port),
-        "--hostname", "127.0.0.1",
+        "--hostname", layout.public_host,
         # Not in `create monitor --help`, but honoured (postgresql.listen_addresses).
-        "--listen", "127.0.0.1",
+        "--listen", layout.public_host,
         "--auth", "trust",
         "--ssl-self-signed",
         "--run",
@@ -250,7 +267,7 @@ def _env(env: dict[str, str]) -> str:
 class Program:
     """One process of the lab, whatever runs it (supervisord, or a container of its own)."""
 
-    group: str  # the "host": server1, server2 or control
+    group: str  # the "host": server1, server2, control (or outside, the internet)
     name: str
     command: str  # a command line (shlex syntax)
     user: str | None = None
@@ -260,15 +277,33 @@ class Program:
     directory: Path | None = None
     autorestart: bool = True
     port: int | None = None  # what it listens on, for a container's healthcheck
-    # haproxy, postgres, redis, sentinel, backend; monitoring: prometheus, alertmanager,
-    # node-exporter, hostview, pg-exporter, redis-exporter
+    # haproxy, postgres, redis, sentinel, backend, outside; monitoring: prometheus,
+    # alertmanager, node-exporter, hostview, pg-exporter, redis-exporter
     kind: str = ""
 
 
+def in_place(layout: LabLayout, p: Program) -> tuple[str, str | None]:
+    """The program's command and user as supervisord runs it: entering the namespace of its
+    host first, when the lab has zone networks.
+
+    nsenter needs root to enter, so it is the one that drops to the program's user (numeric
+    ids: util-linux's nsenter takes no names); supervisord then starts it as root.
+    """
+    netns = layout.netns_of(p.group)
+    if netns is None:
+        return p.command, p.user
+    enter = ["/usr/bin/nsenter", f"--net={layout.net.netns_path(layout.place_of(p.group))}"]
+    if p.user:
+        account = pwd.getpwnam(p.user)
+        enter += [f"--setgid={account.pw_gid}", f"--setuid={account.pw_uid}"]
+    return f"{shlex.join(enter)} -- {p.command}", None
+
+
 def _program(layout: LabLayout, p: Program) -> str:
+    command, user = in_place(layout, p)
     lines = [
         f"[program:{p.name}]",
-        f"command={p.command}",
+        f"command={command}",
         # The state folder by default: the postgres user may not be able to enter a clone
         # under someone's home, and only the app needs the project root.
         f"directory={p.directory or layout.state_dir}",
@@ -287,8 +322,8 @@ def _program(layout: LabLayout, p: Program) -> str:
         "stdout_logfile_backups=1",
         f"priority={p.priority}",
     ]
-    if p.user:
-        lines.append(f"user={p.user}")
+    if user:
+        lines.append(f"user={user}")
     if p.env:
         lines.append(f"environment={_env(p.env)}")
     return "\n".join(lines) + "\n"
@@ -328,6 +363,15 @@ def programs(layout: LabLayout) -> list[Program]:
             port=layout.sentinel_ports()[2], kind="sentinel",
         ),
     ]  # fmt: skip
+    if layout.outside_url is not None:
+        outside = [
+            python, "-m", "lab.outside",
+            "--host", layout.host_of(OUTSIDE_GROUP), "--port", str(layout.outside_port),
+        ]  # fmt: skip
+        out.append(Program(
+            OUTSIDE_GROUP, "outside", shlex.join(outside), priority=100,
+            directory=PROJECT_ROOT, port=layout.outside_port, kind="outside",
+        ))  # fmt: skip
     for s in SERVERS:
         # No autorestart: pg_autoctl already restarts its own postgres, and a node whose
         # keeper died is the "host lost" fault, which must stay down until healed.
@@ -350,11 +394,14 @@ def programs(layout: LabLayout) -> list[Program]:
             python, "-m", "lab.app",
             "--server-name", s.name,
             "--zone", s.zone,
+            "--host", layout.server_host(s),
             "--port", str(layout.backend_port(s)),
             "--db-write-url", layout.db_writer_url,
             "--db-read-url", layout.db_reader_url,
             "--redis-url", layout.redis_url,
         ]  # fmt: skip
+        if layout.outside_url is not None:
+            app += ["--egress-url", layout.outside_url]
         out.append(Program(
             s.name, s.backend_program, shlex.join(app), priority=600, directory=PROJECT_ROOT,
             port=layout.backend_port(s), kind="backend",
@@ -381,6 +428,8 @@ def group_of(layout: LabLayout, name: str) -> str:
 def supervisord_conf(layout: LabLayout) -> str:
     progs = programs(layout)
     groups: dict[str, list[str]] = {CONTROL_GROUP: [], **{s.name: [] for s in SERVERS}}
+    if layout.outside_url is not None:
+        groups[OUTSIDE_GROUP] = []
     if layout.monitoring:
         groups[MONITORING_GROUP] = []
     for p in progs:

@@ -22,16 +22,19 @@ import threading
 import time
 import xmlrpc.client
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lab import configs, docker_runtime, health, monitoring
+from lab import configs, docker_runtime, health, monitoring, network
 from lab.layout import (
     DB_NAME,
     DB_USER,
+    LOOPBACK,
     MONITORING_GROUP,
     MONITORING_PROGRAMS,
+    NETWORK_FILE,
+    OUTSIDE_GROUP,
     PG_BIN,
     SERVER_DISK_MB,
     SERVERS,
@@ -57,6 +60,9 @@ KILL_WAIT_SEC = 5.0
 # machine), and how often it says whom it waits for.
 LOCK_WAIT_SEC = 600.0
 LOCK_NOTE_SEC = 15.0
+WAL_SENDER_TIMEOUT = "5s"
+MAX_CONNECTIONS = 300
+DOCKER_NETWORK_NOTE = "the Docker lab's containers share the host's network"
 
 Progress = Callable[[str], None]
 
@@ -153,6 +159,8 @@ def signal_program(layout: LabLayout, name: str, sig: str) -> None:
 
 
 def _group_of(name: str) -> str:
+    if name == "outside":
+        return OUTSIDE_GROUP
     for s in SERVERS:
         own = (s.backend_program, s.postgres_program, s.redis_program, s.sentinel_program)
         if name in own + s.exporter_programs:
@@ -232,6 +240,17 @@ def preflight(layout: LabLayout, runtime: str = "supervisor") -> None:
                 f"`gameday lab down --base-port {layout.base_port}` first"
             )
         return
+    if layout.namespaced:
+        # The lab's own processes are gone (or stopped by `_recover`): what is left that
+        # could be in the way is a route to the lab's range that is not the lab's.
+        foreign = network.foreign_routes(layout.net)
+        if foreign:
+            raise LabError(
+                f"the lab's range {layout.net.lab_range} is already routed on this machine "
+                f"({foreign[0]}); remove that route or pick another block with --base-port / "
+                "GAMEDAY_LAB_BASE_PORT"
+            )
+        return
     busy = [p for p in layout.all_ports() if health.port_open(p)]
     if busy:
         raise LabError(
@@ -244,6 +263,7 @@ def _write_configs(layout: LabLayout, runtime: str = "supervisor") -> None:
     for folder in (layout.state_dir, layout.log_dir, layout.redis_dir, layout.pg_dir):
         folder.mkdir(parents=True, exist_ok=True)
     (layout.state_dir / docker_runtime.RUNTIME_FILE).write_text(runtime + "\n")
+    (layout.state_dir / NETWORK_FILE).write_text(f"{layout.network}\n{layout.network_note}\n")
     (layout.pg_dir / "sockets").mkdir(exist_ok=True)
     layout.pg_runtime_dir.mkdir(mode=0o700, exist_ok=True)
     # The postgres user (when we are root) must be able to walk to its folders.
@@ -263,7 +283,7 @@ def _write_configs(layout: LabLayout, runtime: str = "supervisor") -> None:
     for i, port in enumerate(layout.sentinel_ports(), start=1):
         conf = Path(configs.sentinel_conf_path(layout, i))
         if not conf.exists():
-            conf.write_text(configs.sentinel_conf(layout, port))
+            conf.write_text(configs.sentinel_conf(layout, port, configs.sentinel_group(i)))
     if monitored(layout, runtime):
         mount_disks(layout)
         monitoring.write_configs(layout)
@@ -349,7 +369,7 @@ def _start_supervisord(layout: LabLayout) -> None:
     raise LabError(f"supervisord did not start; see {layout.log_dir / 'supervisord.log'}")
 
 
-def _ensure_schema(layout: LabLayout) -> None:
+def _ensure_schema(layout: LabLayout) -> bool:
     import psycopg
 
     from lab.app.schema import ensure_schema
@@ -368,6 +388,7 @@ def _ensure_schema(layout: LabLayout) -> None:
             f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO {DB_USER}"
         )
     ensure_schema(layout.db_writer_url)
+    return True
 
 
 def up(layout: LabLayout, progress: Progress = _quiet, *, runtime: str | None = None) -> float:
@@ -382,6 +403,8 @@ def up(layout: LabLayout, progress: Progress = _quiet, *, runtime: str | None = 
     def say(msg: str) -> None:
         progress(f"[{time.monotonic() - started:5.1f}s] {msg}")
 
+    if (runtime or docker_runtime.runtime_of(layout)) == "docker" and layout.namespaced:
+        layout = replace(layout, network=LOOPBACK, network_note=DOCKER_NETWORK_NOTE)
     with exclusive(layout, "lab up", say):
         _up(layout, say, runtime)
     elapsed = time.monotonic() - started
@@ -415,6 +438,14 @@ def _up(layout: LabLayout, say: Progress, runtime: str | None) -> None:
         runtime = docker_runtime.runtime_of(layout) if is_running(layout) else "supervisor"
     preflight(layout, runtime)
     _write_configs(layout, runtime)
+    if layout.namespaced:
+        try:
+            network.ensure(layout.net)
+        except network.NetworkError as exc:
+            raise LabError(f"the lab's network: {exc}") from None
+        say(f"network ready: zones in namespaces {layout.net.prefix}*, {layout.net.lab_range}")
+    else:
+        say(f"network: everything on 127.0.0.1 ({layout.network_note})")
     if runtime == "docker":
         docker_runtime.start_engine(layout)
         say(f"container engine running ({docker_runtime.engine(layout).address})")
@@ -424,7 +455,8 @@ def _up(layout: LabLayout, say: Progress, runtime: str | None) -> None:
 
     s1, s2 = SERVERS
     watched = monitored(layout, runtime)
-    start_programs(layout, ["monitor", s1.redis_program, s2.redis_program, "haproxy"])
+    first = ["monitor", s1.redis_program, s2.redis_program, "haproxy"]
+    start_programs(layout, first + (["outside"] if layout.outside_url else []))
     if watched:
         # The servers' own views first; each exporter once what it reads is up; Prometheus
         # and Alertmanager last, so that their first scrape finds everything up and a lab
@@ -432,7 +464,12 @@ def _up(layout: LabLayout, say: Progress, runtime: str | None) -> None:
         start_programs(
             layout, [p for s in SERVERS for p in (s.node_exporter_program, s.hostview_program)]
         )
-    _wait_for(layout, "pg monitor", lambda: health.pg_nodes(layout) is not None, ["monitor"])
+    _wait_for(
+        layout, "pg monitor",
+        lambda: _open_to_lab(layout, "monitor", layout.monitor_port)
+        and health.pg_nodes(layout) is not None,
+        ["monitor"],
+    )  # fmt: skip
     _tune_monitor(layout)
     say("pg_auto_failover monitor ready")
 
@@ -444,25 +481,38 @@ def _up(layout: LabLayout, say: Progress, runtime: str | None) -> None:
         _wait_for(
             layout,
             "database node_1",
-            lambda: any(
-                n.name == s1.pg_node_name
-                and n.reported_state in ("single", "primary", "secondary", "wait_primary")
-                for n in health.pg_nodes(layout)
+            lambda: (
+                any(
+                    n.name == s1.pg_node_name
+                    and n.reported_state in ("single", "primary", "secondary", "wait_primary")
+                    for n in health.pg_nodes(layout)
+                )
+                and _open_to_lab(layout, s1.pg_node_name, layout.pg_port(s1))
             ),
             [s1.postgres_program, "monitor"],
         )
         _checkpoint(layout)
+        _restart_for_settings(layout)
     # An existing cluster (roles may have swapped after a failover): start whatever is down.
     start_programs(layout, [s1.postgres_program, s2.postgres_program])
     _wait_for(
         layout,
         "database pair",
-        lambda: _pg_settled(layout),
+        lambda: (
+            all(_open_to_lab(layout, s.pg_node_name, layout.pg_port(s)) for s in SERVERS)
+            and _pg_settled(layout)
+        ),
         [s1.postgres_program, s2.postgres_program],
         timeout=120,
     )
     say("database primary + synchronous standby ready")
-    _ensure_schema(layout)
+    # Retried: right after a heal the primary may still be full of connections a probe held
+    # while its writes waited for the standby (it lets them go within seconds).
+    _wait_for(
+        layout, "schema and products",
+        lambda: _ensure_schema(layout),
+        [s1.postgres_program, s2.postgres_program],
+    )  # fmt: skip
     say("schema and products in place")
 
     start_programs(layout, [s.sentinel_program for s in SERVERS] + ["sentinel3"])
@@ -494,11 +544,47 @@ def _up(layout: LabLayout, say: Progress, runtime: str | None) -> None:
     )
 
 
+HBA_MARK = "# gameday lab: its network (the harness on the host, the servers in the zones)"
+
+
+def _open_to_lab(layout: LabLayout, pgdata: str, port: int) -> bool:
+    """Let the lab's whole range in (trust, as 127.0.0.1 is): the harness on the host and the
+    servers in the zones connect from addresses pg_autoctl's own rules do not name (it adds
+    one for each node and the monitor, and for the monitor's own subnet). True once done.
+
+    Through the unix socket, which no network namespace stands in front of. pg_autoctl keeps
+    the lines (it only appends its own), and a standby's base backup copies them.
+    """
+    if not layout.namespaced:
+        return True
+    import psycopg
+
+    hba = layout.pgdata(pgdata) / "pg_hba.conf"
+    try:
+        text = hba.read_text()
+    except OSError:
+        return False  # not created yet
+    if HBA_MARK in text:
+        return True
+    lab = layout.net.lab_range
+    lines = [HBA_MARK, f"host all all {lab} trust", f"host replication all {lab} trust"]
+    sockets = str(layout.pg_dir / "sockets")
+    try:
+        with psycopg.connect(host=sockets, port=port, user="postgres", dbname="postgres",
+                             autocommit=True, connect_timeout=2) as conn:  # fmt: skip
+            gap = "" if text.endswith("\n") else "\n"
+            with hba.open("a") as f:
+                f.write(gap + "\n".join(lines) + "\n")
+            conn.execute("SELECT pg_reload_conf()")
+    except psycopg.OperationalError:
+        return False  # not answering yet: the wait asks again
+    return True
+
+
 def _tune_monitor(layout: LabLayout) -> None:
     import psycopg
 
-    url = f"postgresql://postgres@127.0.0.1:{layout.monitor_port}/pg_auto_failover"
-    with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
+    with psycopg.connect(layout.monitor_admin_url, autocommit=True, connect_timeout=2) as conn:
         for name, value in configs.MONITOR_SETTINGS.items():
             conn.execute(f"ALTER SYSTEM SET {name} = {int(value)}")
         conn.execute("SELECT pg_reload_conf()")
@@ -510,13 +596,42 @@ def _checkpoint(layout: LabLayout) -> None:
     pg_basebackup asks for a *spread* checkpoint; right after CREATE DATABASE there are
     thousands of dirty buffers and it then waits minutes. An immediate CHECKPOINT first makes
     the spread one instant. A shorter checkpoint_timeout bounds later rebuilds the same way.
+
+    The settings go to postgresql.auto.conf, which the base backup copies to node 2 too.
+    wal_sender_timeout: a standby cut off by a partition holds every synchronous commit until
+    its walsender gives up on it (30 s as pg_autoctl sets it); 5 s, as the monitor's other
+    timeouts are short in the lab. max_connections (needs the restart that follows): while
+    commits wait, a writer at a fixed rate holds a connection per write in flight (the
+    harness's ledger writer keeps up to rate x timeout of them), on top of the backends'
+    pools; PostgreSQL's 100 run out.
     """
     import psycopg
 
     with psycopg.connect(layout.db_node_url(SERVERS[0], "postgres"), autocommit=True) as conn:
         conn.execute("ALTER SYSTEM SET checkpoint_timeout = '60s'")
+        conn.execute(f"ALTER SYSTEM SET wal_sender_timeout = '{WAL_SENDER_TIMEOUT}'")
+        conn.execute(f"ALTER SYSTEM SET max_connections = {MAX_CONNECTIONS}")
         conn.execute("SELECT pg_reload_conf()")
         conn.execute("CHECKPOINT")
+
+
+def _restart_for_settings(layout: LabLayout) -> None:
+    """Restart node 1's postgres (before any standby clones it) so that settings needing a
+    restart apply: a fast shutdown of its postmaster, which its pg_autoctl starts again."""
+    import psycopg
+
+    server = SERVERS[0]
+    pidfile = layout.pgdata(server.pg_node_name) / "postmaster.pid"
+    os.kill(int(pidfile.read_text().split()[0]), signal.SIGINT)
+    sockets = str(layout.pg_dir / "sockets")
+
+    def restarted() -> bool:
+        with psycopg.connect(host=sockets, port=layout.pg_port(server), user="postgres",
+                             dbname="postgres", connect_timeout=2) as conn:  # fmt: skip
+            row = conn.execute("SHOW max_connections").fetchone()
+        return row is not None and int(row[0]) == MAX_CONNECTIONS
+
+    _wait_for(layout, "database node_1 restarted", restarted, [server.postgres_program])
 
 
 def _pg_settled(layout: LabLayout) -> bool:
@@ -813,12 +928,54 @@ def down(layout: LabLayout, progress: Progress = _quiet) -> None:
             progress("supervisord is gone; stopping the lab's processes without it")
         stop_lab_processes(layout, progress)
         unmount_disks(layout)
+        _remove_network(layout, progress)
         if layout.state_dir.exists():
             shutil.rmtree(layout.state_dir, ignore_errors=True)
-        busy = [p for p in layout.all_ports() if health.port_open(p)]
-        if busy:
-            raise LabError(f"lab stopped but ports {busy} are still open")
+        if not layout.namespaced:
+            busy = [p for p in layout.all_ports() if health.port_open(p)]
+            if busy:
+                raise LabError(f"lab stopped but ports {busy} are still open")
         progress("lab is down")
+
+
+def _remove_network(layout: LabLayout, progress: Progress) -> None:
+    """Remove the lab's namespaces (with every veth, route and rule in them), whatever network
+    its layout says: a crashed `up` may have made some before its folder said so."""
+    plan = layout.net
+    try:
+        network.tool("ip")
+    except network.NetworkError:
+        return  # no iproute2: this machine never gave the lab namespaces
+    try:
+        if not network.leftovers(plan):
+            return
+        progress(f"removing the lab's network ({plan.prefix}*)")
+        network.remove(plan)
+    except network.NetworkError as exc:
+        raise LabError(f"the lab's network: {exc}") from None
+
+
+def sweep(layout: LabLayout, progress: Progress = _quiet) -> list[str]:
+    """What `gameday heal` does for a lab that no longer runs (its supervisord killed): stop
+    the processes it left and remove its network, keeping its folder (`lab up` starts it again
+    on its data). Nothing for a running lab, whose network is its own. Returns what it did."""
+    done: list[str] = []
+    with exclusive(layout, "heal", progress):
+        if is_running(layout):
+            return done
+        left = lab_processes(layout)
+        if left:
+            progress(f"the lab's supervisord is gone; stopping the {_processes(len(left))} it left")
+            stop_lab_processes(layout, progress)
+            done.append(f"stopped {_processes(len(left))} of a dead lab")
+        try:
+            network_left = network.leftovers(layout.net)
+        except network.NetworkError:
+            network_left = []  # no iproute2: no namespaces either
+        if network_left:
+            _remove_network(layout, progress)
+            done.append(f"removed the network of a dead lab ({layout.net.prefix}*)")
+    return done
 
 
 def status_table(layout: LabLayout) -> tuple[str, bool]:

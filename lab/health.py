@@ -42,6 +42,7 @@ class Component:
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.3) -> bool:
+    """Something accepts connections on host:port (127.0.0.1 unless the lab's network says)."""
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
@@ -73,8 +74,7 @@ class PgNode:
 
 def pg_nodes(layout: LabLayout) -> list[PgNode]:
     """The data nodes as pg_auto_failover's monitor sees them."""
-    url = f"postgresql://postgres@127.0.0.1:{layout.monitor_port}/pg_auto_failover"
-    with psycopg.connect(url, connect_timeout=2, autocommit=True) as conn:
+    with psycopg.connect(layout.monitor_admin_url, connect_timeout=2, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT nodename, nodeport, reportedstate::text, goalstate::text, health"
             " FROM pgautofailover.node ORDER BY nodeid"
@@ -92,6 +92,7 @@ def pg_primary(layout: LabLayout) -> LabServer | None:
 
 def redis_role(layout: LabLayout, server: LabServer) -> dict[str, str]:
     client = redis.Redis(
+        host=layout.server_host(server),
         port=layout.redis_port(server),
         socket_timeout=TIMEOUT_SEC,
         socket_connect_timeout=TIMEOUT_SEC,
@@ -104,8 +105,9 @@ def redis_role(layout: LabLayout, server: LabServer) -> dict[str, str]:
     return {k: str(v) for k, v in info.items()}
 
 
-def sentinel_view(port: int) -> dict[str, str]:
+def sentinel_view(port: int, host: str = "127.0.0.1") -> dict[str, str]:
     client = redis.Redis(
+        host=host,
         port=port,
         socket_timeout=TIMEOUT_SEC,
         socket_connect_timeout=TIMEOUT_SEC,
@@ -118,9 +120,20 @@ def sentinel_view(port: int) -> dict[str, str]:
     return {k: str(v) for k, v in master.items()}
 
 
+def backend_url(layout: LabLayout, server: LabServer) -> str:
+    return f"http://{layout.server_host(server)}:{layout.backend_port(server)}"
+
+
 def backend_health(layout: LabLayout, server: LabServer) -> dict[str, str]:
-    resp = httpx.get(f"http://127.0.0.1:{layout.backend_port(server)}/health", timeout=TIMEOUT_SEC)
+    resp = httpx.get(backend_url(layout, server) + "/health", timeout=TIMEOUT_SEC)
     resp.raise_for_status()
+    return {k: str(v) for k, v in resp.json().items()}
+
+
+def egress(layout: LabLayout, server: LabServer) -> dict[str, str]:
+    """What the server's zone reaches of the internet: its backend's `GET /egress` (the lab's
+    own health check of the zone's NAT, from inside the zone)."""
+    resp = httpx.get(backend_url(layout, server) + "/egress", timeout=TIMEOUT_SEC * 2)
     return {k: str(v) for k, v in resp.json().items()}
 
 
@@ -184,7 +197,7 @@ def components(layout: LabLayout) -> list[Component]:
     )  # fmt: skip
     groups = [SERVERS[0].name, SERVERS[1].name, "control"]
     for i, port in enumerate(layout.sentinel_ports()):
-        view, err = _ask(sentinel_view, port)
+        view, err = _ask(sentinel_view, port, layout.host_of(groups[i]))
         if view is None:
             rows.append(Component(f"sentinel{i + 1}", groups[i], port, False, "sentinel", err))
             continue
@@ -206,6 +219,32 @@ def components(layout: LabLayout) -> list[Component]:
         )
     if layout.monitoring and _runtime(layout) != "docker":
         rows += monitoring_components(layout)
+    if layout.namespaced:
+        rows += _nat_rows(layout)
+    return rows
+
+
+def _nat_rows(layout: LabLayout) -> list[Component]:
+    """One row per zone's NAT: the zone reaches the internet, through its own NAT's address
+    (asked from inside the zone, through its backend). A zone whose NAT is down, or that
+    leaves through another zone's NAT, is not healthy."""
+    rows = []
+    for s in SERVERS:
+        nat = layout.net.nat(s.zone)
+        answer, err = _ask(egress, layout, s)
+        own = layout.net.nat_public_address(s.zone)
+        if answer is None:
+            rows.append(Component(nat, f"zone {s.zone}", layout.outside_port, False, "nat", err))
+            continue
+        source = answer.get("source")
+        ok = answer.get("ok") == "True" and source == own
+        if ok:
+            detail = f"{s.zone} -> internet as {own}"
+        elif answer.get("ok") == "True":
+            detail = f"{s.zone} leaves as {source}, not its own NAT's {own}"
+        else:
+            detail = f"no egress from zone {s.zone}: {answer.get('error', '?')}"
+        rows.append(Component(nat, f"zone {s.zone}", layout.outside_port, ok, "nat", detail))
     return rows
 
 
@@ -218,9 +257,9 @@ def _runtime(layout: LabLayout) -> str:
 # -- monitoring ------------------------------------------------------------------------------
 
 
-def metrics(port: int) -> dict[str, float]:
+def metrics(host: str, port: int) -> dict[str, float]:
     """An exporter's samples without labels (name -> value), and that it answers at all."""
-    resp = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT_SEC)
+    resp = httpx.get(f"http://{host}:{port}/metrics", timeout=TIMEOUT_SEC)
     resp.raise_for_status()
     found: dict[str, float] = {}
     for line in resp.text.splitlines():
@@ -274,6 +313,7 @@ def monitoring_components(layout: LabLayout) -> list[Component]:
     rows.append(Component("alertmanager", MONITORING_GROUP, layout.alertmanager_port,
                           alerts is not None, "alerting", detail))  # fmt: skip
     for s in SERVERS:
+        host = layout.server_host(s)  # in the server's zone with zone networks
         for program, port, role, key in (
             (s.node_exporter_program, layout.node_exporter_port(s), "node exporter (disk)",
              "node_filesystem_size_bytes"),
@@ -283,7 +323,7 @@ def monitoring_components(layout: LabLayout) -> list[Component]:
             (s.redis_exporter_program, layout.redis_exporter_port(s), "redis exporter",
              "redis_up"),
         ):  # fmt: skip
-            found, err = _ask(metrics, port)
+            found, err = _ask(metrics, host, port)
             value = _sample(found or {}, key)
             detail = err or (f"{key} {value:g}" if value is not None else f"no {key}")
             rows.append(Component(program, s.name, port, found is not None, role, detail))

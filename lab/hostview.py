@@ -236,7 +236,7 @@ class HostView:
         return "\n".join(lines) + "\n"
 
 
-def serve(view: HostView, port: int) -> None:
+def serve(view: HostView, host: str, port: int) -> None:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path.split("?")[0] not in ("/metrics", "/"):
@@ -252,7 +252,7 @@ def serve(view: HostView, port: int) -> None:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = http.server.ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     server.serve_forever()
 
@@ -260,6 +260,8 @@ def serve(view: HostView, port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", required=True, choices=[s.name for s in SERVERS])
+    # The server's address: its zone's with zone networks (it runs in the zone's namespace).
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--base-port", type=int, required=True)
@@ -269,7 +271,7 @@ def main() -> None:
     view = HostView(layout, server)
     view.sample()
     threading.Thread(target=view.run_sampler, name="sampler", daemon=True).start()
-    serve(view, args.port)
+    serve(view, args.host, args.port)
 
 
 if __name__ == "__main__":

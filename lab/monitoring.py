@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.layout import (
+    LOOPBACK_HOST,
     MONITORING_GROUP,
     SERVERS,
     LabLayout,
@@ -119,24 +120,33 @@ def _jobs(jobs: dict[str, list[tuple[list[str], dict[str, str]]]], every: dict[s
     return out
 
 
-def prometheus_yml(layout: LabLayout, profile: Profile, *, ports: tuple[int, int]) -> str:
+def prometheus_yml(
+    layout: LabLayout, profile: Profile, *, ports: tuple[int, int], host: str = LOOPBACK_HOST
+) -> str:
     """prometheus.yml in the seed's shape: one `-node` job per server (node-exporter and the
-    server's CPU/memory view), the PostgreSQL and Redis exporters, HAProxy's endpoint."""
+    server's CPU/memory view), the PostgreSQL and Redis exporters, HAProxy's endpoint.
+
+    Every target is scraped at the address the layout gives its host (a server's zone
+    address with zone networks); `host` is where this Prometheus and its Alertmanager
+    listen (the lab's own: the monitoring host's address; the seed test's: 127.0.0.1)."""
     prometheus_port, alertmanager_port = ports
     rules = layout.monitoring_dir / f"alerts-{profile.name}.yml"
     jobs: dict[str, list[tuple[list[str], dict[str, str]]]] = {
-        "prometheus": [([f"127.0.0.1:{prometheus_port}"], {})]
+        "prometheus": [([f"{host}:{prometheus_port}"], {})]
     }
     for s in SERVERS:
         labels = {"server": s.name, "az": f"az-{s.zone}"}
-        node = [f"127.0.0.1:{layout.node_exporter_port(s)}", f"127.0.0.1:{layout.hostview_port(s)}"]
+        where = layout.server_host(s)
+        node = [f"{where}:{layout.node_exporter_port(s)}", f"{where}:{layout.hostview_port(s)}"]
         jobs[f"{s.name}-node"] = [(node, labels)]
     for s in SERVERS:
         labels = {"server": s.name, "az": f"az-{s.zone}"}
         pg, redis = layout.pg_exporter_port(s), layout.redis_exporter_port(s)
-        jobs.setdefault("postgres", []).append(([f"127.0.0.1:{pg}"], labels))
-        jobs.setdefault("redis", []).append(([f"127.0.0.1:{redis}"], labels))
-    jobs["haproxy"] = [([f"127.0.0.1:{layout.stats_port}"], {"server": "control"})]
+        where = layout.server_host(s)
+        jobs.setdefault("postgres", []).append(([f"{where}:{pg}"], labels))
+        jobs.setdefault("redis", []).append(([f"{where}:{redis}"], labels))
+    haproxy = f"{layout.public_host}:{layout.stats_port}"
+    jobs["haproxy"] = [([haproxy], {"server": "control"})]
     every = {}
     if profile.database_scrape_sec != profile.scrape_sec:
         every["postgres"] = profile.database_scrape_sec
@@ -149,7 +159,7 @@ global:
 alerting:
   alertmanagers:
     - static_configs:
-        - targets: ['127.0.0.1:{alertmanager_port}']
+        - targets: ['{host}:{alertmanager_port}']
 
 rule_files:
   - '{rules}'
@@ -202,7 +212,8 @@ def write_configs(layout: LabLayout) -> None:
     (folder / "alerts-seed.yml").write_text(SEED_RULES)
     (folder / "alerts-lab.yml").write_text(lab_rules())
     ports = (layout.prometheus_port, layout.alertmanager_port)
-    (folder / "prometheus.yml").write_text(prometheus_yml(layout, LAB, ports=ports))
+    yml = prometheus_yml(layout, LAB, ports=ports, host=layout.monitoring_host)
+    (folder / "prometheus.yml").write_text(yml)
     (folder / "alertmanager.yml").write_text(alertmanager_yml(LAB, layout.receiver_address))
     for s in SERVERS:
         proc = layout.server_dir(s) / "proc" / "1"
@@ -213,7 +224,13 @@ def write_configs(layout: LabLayout) -> None:
 
 
 def prometheus_command(
-    layout: LabLayout, config: str, data: str, port: int, *, resend_delay: str | None = None
+    layout: LabLayout,
+    config: str,
+    data: str,
+    port: int,
+    *,
+    host: str = LOOPBACK_HOST,
+    resend_delay: str | None = None,
 ) -> str:
     """Prometheus's command line; `resend_delay` None keeps Prometheus's own (1m, the seed's)."""
     resend = [f"--rules.alert.resend-delay={resend_delay}"] if resend_delay else []
@@ -221,7 +238,7 @@ def prometheus_command(
         PROMETHEUS,
         f"--config.file={config}",
         f"--storage.tsdb.path={data}",
-        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.listen-address={host}:{port}",
         # A few hours are plenty for a lab; keeps the folder small.
         "--storage.tsdb.retention.time=6h",
         "--web.enable-lifecycle",
@@ -229,12 +246,12 @@ def prometheus_command(
     ])  # fmt: skip
 
 
-def alertmanager_command(config: str, data: str, port: int) -> str:
+def alertmanager_command(config: str, data: str, port: int, host: str = LOOPBACK_HOST) -> str:
     return shlex.join([
         ALERTMANAGER,
         f"--config.file={config}",
         f"--storage.path={data}",
-        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.listen-address={host}:{port}",
         # No cluster: its gossip port would listen on 0.0.0.0:9094 by default.
         "--cluster.listen-address=",
     ])  # fmt: skip
@@ -263,20 +280,23 @@ def monitoring_programs(layout: LabLayout, python: str) -> list[MonitoringProgra
             # minute later (the lab's InstanceDown then stayed firing 60 s past its target).
             prometheus_command(layout, str(folder / "prometheus.yml"),
                                str(folder / "prometheus"), layout.prometheus_port,
-                               resend_delay=LAB_RESEND_DELAY),
+                               host=layout.monitoring_host, resend_delay=LAB_RESEND_DELAY),
             layout.prometheus_port, "prometheus",
         ),
         MonitoringProgram(
             MONITORING_GROUP, "alertmanager",
             alertmanager_command(str(folder / "alertmanager.yml"), str(folder / "alertmanager"),
-                                 layout.alertmanager_port),
+                                 layout.alertmanager_port, layout.monitoring_host),
             layout.alertmanager_port, "alertmanager",
         ),
     ]  # fmt: skip
     for s in SERVERS:
+        # In the server's zone, on its address (lab.configs enters the namespace): a zone
+        # lost takes its exporters' answers along, as a host lost would.
+        where = layout.server_host(s)
         node = [
             NODE_EXPORTER,
-            f"--web.listen-address=127.0.0.1:{layout.node_exporter_port(s)}",
+            f"--web.listen-address={where}:{layout.node_exporter_port(s)}",
             # Only the server's disk: its CPU and memory come from its hostview (below).
             "--collector.disable-defaults",
             "--collector.filesystem",
@@ -285,16 +305,17 @@ def monitoring_programs(layout: LabLayout, python: str) -> list[MonitoringProgra
         hostview = [
             python, "-m", "lab.hostview",
             "--server", s.name,
+            "--host", where,
             "--port", str(layout.hostview_port(s)),
             "--state-dir", str(layout.state_dir),
             "--base-port", str(layout.base_port),
         ]  # fmt: skip
-        pg_url = f"postgresql://postgres@127.0.0.1:{layout.pg_port(s)}/postgres?sslmode=disable"
-        pg = [POSTGRES_EXPORTER, f"--web.listen-address=127.0.0.1:{layout.pg_exporter_port(s)}"]
+        pg_url = f"postgresql://postgres@{where}:{layout.pg_port(s)}/postgres?sslmode=disable"
+        pg = [POSTGRES_EXPORTER, f"--web.listen-address={where}:{layout.pg_exporter_port(s)}"]
         redis = [
             REDIS_EXPORTER,
-            "-redis.addr", f"redis://127.0.0.1:{layout.redis_port(s)}",
-            "-web.listen-address", f"127.0.0.1:{layout.redis_exporter_port(s)}",
+            "-redis.addr", f"redis://{where}:{layout.redis_port(s)}",
+            "-web.listen-address", f"{where}:{layout.redis_exporter_port(s)}",
         ]  # fmt: skip
         out += [
             MonitoringProgram(s.name, s.node_exporter_program, shlex.join(node),

@@ -8,8 +8,12 @@ same endpoints, with `provider: docker` and each server's engine and compose pro
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from lab.configs import CHECK_FALL, CHECK_INTER_MS
 from lab.layout import (
+    CONTROL_GROUP,
+    LOOPBACK,
     REDIS_MASTER_NAME,
     SERVER_CPUS,
     SERVER_DISK_MB,
@@ -28,16 +32,42 @@ LAB_MAX_RPS = 1000
 def render_target(layout: LabLayout) -> str:
     servers = "".join(
         f"  - name: {s.name}\n    zone: {s.zone}\n"
-        f"    url: http://127.0.0.1:{layout.backend_port(s)}\n"
+        f"    url: http://{layout.server_host(s)}:{layout.backend_port(s)}\n"
         for s in SERVERS
     )
+    if layout.namespaced:
+        network = "  network: namespaces\n"
+    else:
+        network = f"  network: loopback\n  network_note: {_quoted(layout.network_note)}\n"
+    head = LAB_HEAD.format(port=layout.base_port) + network
     monitoring = _monitoring(layout) if layout.monitoring else ""
-    return _render(layout, LAB_HEAD.format(port=layout.base_port), servers) + monitoring
+    return _render(layout, head, servers) + _egress(layout) + monitoring
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _egress(layout: LabLayout) -> str:
+    """How the harness asks each zone about the internet: from inside the zone's namespace."""
+    if layout.outside_url is None:
+        return ""
+    zones = "".join(
+        f"    {s.zone}:\n      netns: {layout.net.netns_path(s.zone)}\n" for s in SERVERS
+    )
+    return f"""# Each zone's way out: the harness enters the zone's network namespace and calls the
+# lab's internet service, which answers with the address it sees (the zone's NAT).
+egress:
+  via: netns
+  url: {layout.outside_url}
+  zones:
+{zones}"""
 
 
 def _monitoring(layout: LabLayout) -> str:
-    return f"""# Prometheus and Alertmanager of the lab (lab profile: 1 s scrape, `for: 5s`); the
-# harness runs the webhook receiver Alertmanager sends to, during a scenario.
+    return f"""# Prometheus and Alertmanager of the lab (lab profile: 1 s scrape, `for: 5s`) on the
+# monitoring host; the harness runs the webhook receiver Alertmanager sends to, during a
+# scenario, on the machine's own address on the lab's network.
 monitoring:
   prometheus_url: {layout.prometheus_url}
   alertmanager_url: {layout.alertmanager_url}
@@ -58,6 +88,8 @@ def render_docker_target(layout: LabLayout) -> str:
     """The same lab, seen as Docker hosts (`gameday lab up --runtime docker`)."""
     from lab.docker_runtime import engine, project
 
+    # Containers share the host's network: the Docker lab is on 127.0.0.1 whoever runs it.
+    layout = replace(layout, network=LOOPBACK, network_note="")
     address = engine(layout).address
 
     def order(s: LabServer) -> str:
@@ -68,7 +100,7 @@ def render_docker_target(layout: LabLayout) -> str:
     servers = "".join(
         f"""  - name: {s.name}
     zone: {s.zone}
-    url: http://127.0.0.1:{layout.backend_port(s)}
+    url: http://{layout.server_host(s)}:{layout.backend_port(s)}
     docker:
       engine: {address}
       project: {project(layout, s.name)}
@@ -94,7 +126,7 @@ LAB_HEAD = """# The embedded lab: a real CloudMart on this machine (`gameday lab
 # with `gameday lab target --base-port N` rather than editing by hand.
 name: lab
 provider: lab
-description: HAProxy, two backends in zones a/b, PostgreSQL under pg_auto_failover, Redis + Sentinel
+description: HAProxy, backends in zones a/b, a NAT per zone, PostgreSQL (pg_auto_failover), Redis
 # The lab exists to be broken: destructive scenarios may run against it without a flag.
 allow_destructive: true
 lab:
@@ -115,7 +147,12 @@ allow_destructive: true
 
 
 def _render(layout: LabLayout, head: str, servers: str) -> str:
-    sentinels = "".join(f"    - 127.0.0.1:{p}\n" for p in layout.sentinel_ports())
+    groups = [*(s.name for s in SERVERS), CONTROL_GROUP]
+    sentinels = "".join(
+        f"    - {layout.host_of(g)}:{p}\n"
+        for g, p in zip(groups, layout.sentinel_ports(), strict=True)
+    )
+    nodes = "".join(f"    - {layout.server_host(s)}:{layout.redis_port(s)}\n" for s in SERVERS)
     detection = CHECK_INTER_MS * (CHECK_FALL + 1) / 1000
     return f"""{head}entrypoint:
   url: {layout.entrypoint_url}
@@ -139,7 +176,9 @@ cache:
   url: {layout.redis_url}
   sentinels:
 {sentinels}  master_name: {REDIS_MASTER_NAME}
-  persistence:
+  # Every Redis node, each asked for writes during a partition (split brain shows as two).
+  nodes:
+{nodes}  persistence:
     appendonly: true
     appendfsync: everysec
     rdb: true

@@ -126,6 +126,13 @@ def zone_goes_down(faults: ScenarioFaults, zone: str) -> None:
     faults.inject("zone-outage", zone=zone)
 
 
+@when(parsers.parse('zones "{zone}" and "{peer}" are partitioned'))
+@when(parsers.parse('zone "{zone}" is cut off from zone "{peer}"'))
+@needs(FaultNeed("zone-partition"), Zone(), Zone("peer"))
+def zones_partitioned(faults: ScenarioFaults, zone: str, peer: str) -> None:
+    faults.inject("zone-partition", zone=zone, peer=peer)
+
+
 @when("the cache fails over")
 @when("the ElastiCache primary fails over")
 @needs(FaultNeed("cache-failover"))
@@ -190,6 +197,11 @@ def nth_disk_filled(scenario: Scenario, faults: ScenarioFaults, ordinal: str, pc
 @needs(FaultNeed.of_arg("name"))
 def declared_fault(faults: ScenarioFaults, name: str) -> None:
     faults.inject(name)
+
+
+@when("the fault is healed")
+def fault_healed(faults: ScenarioFaults) -> None:
+    faults.heal()
 
 
 @when(parsers.parse("{seconds:g} seconds pass"))

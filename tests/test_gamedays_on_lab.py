@@ -169,8 +169,7 @@ regression:
 
 
 def set_unhealthy_timeout(layout: LabLayout, ms: int) -> None:
-    url = f"postgresql://postgres@127.0.0.1:{layout.monitor_port}/pg_auto_failover"
-    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+    with psycopg.connect(layout.monitor_admin_url, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f"ALTER SYSTEM SET {UNHEALTHY} = {int(ms)}")
         conn.execute("SELECT pg_reload_conf()")
 

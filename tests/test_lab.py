@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import configs, control, health, monitoring
+from lab import configs, control, health, monitoring, network
 from lab.layout import SERVERS, LabLayout
 from tests.conftest import wait_until
 
@@ -80,7 +80,12 @@ def pg_autoctl_tmp_files(layout: LabLayout) -> list[str]:
 
 
 def leftovers(layout: LabLayout, tree: dict[int, int], supervisord: int) -> list[str]:
-    found = [f"port {p}" for p in layout.all_ports() if health.port_open(p)]
+    if layout.namespaced:
+        # Its services lived on addresses of its namespaces: none may be left, nor a veth,
+        # nor the host's route (knocking on the addresses would go out to the real network).
+        found = network.leftovers(layout.net)
+    else:
+        found = [f"port {p}" for p in layout.all_ports() if health.port_open(p)]
     found += [f"pid {p}" for p in survivors(tree)]
     # supervisord's session (its pid) outlives it: no process may still belong to it.
     found += [
@@ -95,18 +100,29 @@ def leftovers(layout: LabLayout, tree: dict[int, int], supervisord: int) -> list
 
 
 def listening_sockets(pids: list[int]) -> set[tuple[str, int]]:
-    """(address, port) of every TCP socket in LISTEN state that one of `pids` holds."""
-    inodes = set()
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                with contextlib.suppress(OSError):
-                    target = os.readlink(fd)
-                    if target.startswith("socket:["):
-                        inodes.add(target[8:-1])
+    """(address, port) of every TCP socket in LISTEN state that one of `pids` holds, in
+    whatever network namespace the process is (its own /proc/PID/net)."""
     found = set()
+    for pid in pids:
+        found |= _listening(pid)
+    return found
+
+
+def _listening(pid: int) -> set[tuple[str, int]]:
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    found: set[tuple[str, int]] = set()
     for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
-        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
             fields = line.split()
             if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
                 continue
@@ -146,6 +162,7 @@ def test_up_status_idempotent_up_and_down_leave_nothing(own_layout: LabLayout) -
     for info in control.processes(own_layout).values():
         groups.setdefault(info["group"], set()).add(info["name"])
     exporters = {"node-exporter{}", "hostview{}", "pg-exporter{}", "redis-exporter{}"}
+    outside = {"outside": {"outside"}} if own_layout.namespaced else {}
     assert groups == {
         "control": {"haproxy", "monitor", "sentinel3"},
         "server1": {"backend1", "postgres1", "redis1", "sentinel1"}
@@ -153,7 +170,13 @@ def test_up_status_idempotent_up_and_down_leave_nothing(own_layout: LabLayout) -
         "server2": {"backend2", "postgres2", "redis2", "sentinel2"}
         | {e.format(2) for e in exporters},
         "monitoring": {"prometheus", "alertmanager"},
+        **outside,
     }
+    if own_layout.namespaced:
+        # Every namespace, veth pair (both ends counted), the router's rules and NAT chains,
+        # and the one host route the lab makes: nothing else of the machine's.
+        made = network.inventory(own_layout.net)
+        assert (made.namespaces, made.links, made.routes) == (7, 16, 1), made
     # Each server's disk is a tmpfs of its own, unmounted when the lab goes down.
     if os.geteuid() == 0:
         assert all(monitoring.disk_mounted(own_layout, s) for s in SERVERS)
@@ -189,6 +212,19 @@ def test_up_status_idempotent_up_and_down_leave_nothing(own_layout: LabLayout) -
 
 
 def test_busy_port_is_refused_before_anything_starts(own_layout: LabLayout) -> None:
+    if own_layout.namespaced:
+        # What could be in the way of a lab in namespaces is a route into its range.
+        lab_range = own_layout.net.lab_range
+        subprocess.run(["ip", "route", "add", "blackhole", lab_range], check=True)
+        try:
+            with pytest.raises(control.LabError) as info:
+                control.up(own_layout)
+        finally:
+            subprocess.run(["ip", "route", "del", "blackhole", lab_range], check=True)
+        assert f"the lab's range {lab_range} is already routed on this machine" in str(info.value)
+        assert "blackhole" in str(info.value)
+        assert not own_layout.state_dir.exists() and network.leftovers(own_layout.net) == []
+        return
     with socket.socket() as sock:
         # The previous test's connections may leave the port in TIME_WAIT.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -211,13 +247,14 @@ def test_failed_component_is_named_with_its_log(
     assert str(own_layout.log_dir / "haproxy.log") in message
 
 
-def test_every_listening_socket_of_the_lab_is_on_loopback(own_layout: LabLayout) -> None:
+def test_every_listening_socket_of_the_lab_is_on_its_own_addresses(own_layout: LabLayout) -> None:
     control.up(own_layout)
     sockets = listening_sockets(list(lab_tree(own_layout)))
     # Every service is reached (so the check below judges all of them) ...
-    assert {port for _, port in sockets} == set(own_layout.all_ports())
-    # ... and none of them, PostgreSQL with trust authentication included, on 0.0.0.0 or [::].
-    assert {addr for addr, _ in sockets} == {"127.0.0.1"}, sorted(sockets)
+    assert {port for _, port in sockets} == {port for _, port in own_layout.endpoints()}
+    # ... each on its host's address (127.0.0.1, or its zone's in its namespace), and none
+    # of them, PostgreSQL with trust authentication included, on 0.0.0.0 or [::].
+    assert sockets == set(own_layout.endpoints()), sorted(sockets)
 
     # pg_autoctl's pid files live in the lab's folder, not in /tmp/pg_autoctl.
     assert len(list(own_layout.pg_runtime_dir.rglob("pg_autoctl.pid"))) == 3
@@ -265,6 +302,34 @@ def test_up_right_after_supervisord_is_killed_stops_the_orphans_and_is_healthy(
     # Started again under a new supervisord: none of the orphans was kept.
     assert survivors(tree) == []
     assert control.supervisor_pid(own_layout) not in (None, supervisord)
+
+
+def test_a_lab_killed_with_sigkill_leaves_its_network_until_gameday_heal_removes_it(
+    own_layout: LabLayout, tmp_path: Path
+) -> None:
+    if not own_layout.namespaced:
+        pytest.skip(f"the lab runs on 127.0.0.1 ({own_layout.network_note})")
+    control.up(own_layout)
+    tree = lab_tree(own_layout)
+    for pid in tree:  # supervisord and every program, as the OOM killer or a reboot would
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    wait_until("every process of the lab gone", lambda: survivors(tree) == [], timeout=30)
+    # Nothing of the lab runs, but its namespaces, veths, rules and route outlive it.
+    assert network.inventory(own_layout.net).namespaces == 7
+
+    heal = subprocess.run(
+        [sys.executable, "-m", "gameday.cli", "heal", "--target", "lab"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={**os.environ, "GAMEDAY_LAB_BASE_PORT": str(own_layout.base_port),
+             "GAMEDAY_LAB_DIR": str(own_layout.state_dir),
+             "GAMEDAY_STATE_DIR": str(tmp_path / "state")},
+    )  # fmt: skip
+    assert heal.returncode == 0, heal.stdout + heal.stderr
+    assert f"removed the network of a dead lab ({own_layout.net.prefix}*)" in heal.stdout
+    assert network.leftovers(own_layout.net) == []
+    assert network.inventory(own_layout.net).total() == 0
+    assert own_layout.state_dir.exists()  # its data stays for the next `lab up`
 
 
 def test_two_ups_at_once_both_end_healthy_without_traceback(own_layout: LabLayout) -> None:

@@ -28,7 +28,7 @@ from chaos.base import FaultRefused
 from chaos.lab_resources import CpuStress, DiskFill, MemoryPressure, autogroup_nice
 from gameday.target import _parse_target, load_target
 from lab import control, monitoring
-from lab.layout import SERVERS, LabLayout
+from lab.layout import SERVERS, LabLayout, LabServer
 from tests.conftest import lab_healthy, lab_target_text, wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -138,7 +138,9 @@ def test_a_receiver_alertmanager_does_not_send_to_fails_reaches_the_receiver(
     wrong = lab.base_port + 9
     target = tmp_path / "lab-wrong-receiver.yaml"
     target.write_text(
-        lab_target_text().replace(f"listen: {lab.receiver_address}", f"listen: 127.0.0.1:{wrong}")
+        lab_target_text().replace(
+            f"listen: {lab.receiver_address}", f"listen: {lab.harness_host}:{wrong}"
+        )
     )
     proc = run_feature(tmp_path, HEADER + (
         "    When the disk of the first server is filled to 90%\n"
@@ -302,20 +304,22 @@ def test_the_cpu_stress_is_the_servers_load_and_not_the_others(lab: LabLayout) -
     """Ground truth from /proc: the stress's CPU time lands in server1's counters, not in
     server2's."""
 
-    def cpu(port: int) -> float:
-        found = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    def cpu(server: LabServer) -> float:
+        # At the server's address: its zone's, with zone networks.
+        url = f"http://{lab.server_host(server)}:{lab.hostview_port(server)}/metrics"
+        found = httpx.get(url, timeout=2).text
         busy = re.findall(r'mode="(?:user|system)"\} ([\d.]+)', found)
         return sum(float(x) for x in busy)
 
     stress = CpuStress(load_target("lab"), {"server": "server1", "seconds": "60"})
     stress.preflight()
-    before = {s.name: cpu(lab.hostview_port(s)) for s in SERVERS}
+    before = {s.name: cpu(s) for s in SERVERS}
     stress.inject()
     try:
         time.sleep(8)
         used = stress_cpu_sec(int(stress.params["pid"]))
         time.sleep(1.5)  # a sample after the stress's time was read
-        grown = {s.name: cpu(lab.hostview_port(s)) - before[s.name] for s in SERVERS}
+        grown = {s.name: cpu(s) - before[s.name] for s in SERVERS}
     finally:
         stress.heal()
     assert used > 4, used  # it did get a CPU's worth, most of the time

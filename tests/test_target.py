@@ -41,7 +41,8 @@ def error_of(path: Path) -> str:
 
 def test_committed_lab_target_is_the_rendered_default_layout() -> None:
     # targets/lab.yaml is generated: a drift between it and the lab's layout breaks the lab.
-    expected = render_target(LabLayout.from_env(base_port=17400, state_dir="/tmp/x"))
+    # It is the lab with zone networks (what root gets, as in CI), whoever runs the test.
+    expected = render_target(LabLayout(17400, Path("/tmp/x"), network="namespaces"))
     assert (ROOT / "targets" / "lab.yaml").read_text() == expected
 
 
@@ -50,7 +51,9 @@ def test_lab_name_means_the_lab_of_this_shells_base_port(monkeypatch: pytest.Mon
     monkeypatch.setenv("GAMEDAY_LAB_BASE_PORT", "18400")
     target = load_target("lab")
     assert target.lab is not None and target.lab.base_port == 18400
-    assert target.entrypoint.url == "http://127.0.0.1:18400"
+    # Its own address too when the lab has zone networks (10.H.L.0/24 per base port).
+    assert target.entrypoint.url == LabLayout.from_env(base_port=18400).entrypoint_url
+    assert target.entrypoint.url.endswith(":18400")
     assert target.database is not None and ":17421" not in target.database.writer_url
     assert target.source == "lab (base port 18400)"
 

@@ -190,9 +190,13 @@ class LedgerProbe(WriteProbe):
     def _connect(self) -> Any:
         import psycopg
 
+        # tcp_user_timeout: a write sent to a primary whose network went dark (a zone lost:
+        # packets dropped, no reset) fails after the probe's timeout instead of waiting for
+        # TCP to give up (about 15 minutes), which would silence the probe for the outage.
         return psycopg.connect(
-            self._conninfo, autocommit=True, connect_timeout=max(1, int(self._timeout))
-        )
+            self._conninfo, autocommit=True, connect_timeout=max(1, int(self._timeout)),
+            tcp_user_timeout=int(self._timeout * 1000),
+        )  # fmt: skip
 
     def _ensure_table(self) -> None:
         with self._connect() as conn:

@@ -32,6 +32,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, str, int]:
     parser.add_argument("--db-write-url", default=os.environ.get("DATABASE_WRITE_URL"))
     parser.add_argument("--db-read-url", default=os.environ.get("DATABASE_READ_URL"))
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_MASTER_URL"))
+    parser.add_argument(
+        "--egress-url", default=os.environ.get("EGRESS_URL"),
+        help="an internet service answering with the caller's address (GET /egress asks it)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not args.db_write_url:
         parser.error("--db-write-url (or DATABASE_WRITE_URL) is required")
@@ -43,6 +47,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, str, int]:
         db_write_url=args.db_write_url,
         db_read_url=args.db_read_url or args.db_write_url,
         redis_url=args.redis_url,
+        egress_url=args.egress_url,
     )
     return settings, args.host, args.port
 

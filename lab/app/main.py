@@ -21,12 +21,17 @@ Endpoints:
 - ``GET /api/orders/{id}``: from the read pool (the standby), or the write pool with
   ``?consistent=true``.
 - ``POST /api/login`` / ``GET /api/me``: sessions stored in Redis, shared by all servers.
+- ``GET /egress``: does this server reach the internet, and through which address? Calls the
+  configured outside service on a new connection: 200 ``{"ok": true, "source": <address the
+  service saw>, ...}`` or 502 ``{"ok": false, "error": "timeout"|"refused"|"unreachable"|...}``.
+  The harness asks it where it cannot enter a zone itself.
 - Per-user rate limit on ``/api/`` (``X-User-Id`` or the session's user), fail-open.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import secrets
@@ -37,6 +42,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import psycopg
 import redis.asyncio as aioredis
@@ -96,6 +102,10 @@ class Settings:
     reconnect_timeout_s: float = 5.0
     health_interval_s: float = 1.0
     probe_timeout_s: float = 1.0
+    # The internet service `GET /egress` calls (it answers with the address it sees: the NAT
+    # this server's zone leaves through); None: this server has no egress to report.
+    egress_url: str | None = None
+    egress_timeout_s: float = 1.0
 
     @property
     def served_by(self) -> str:
@@ -108,6 +118,36 @@ def _reason(exc: BaseException) -> str:
         return "timeout"
     lines = str(exc).strip().splitlines()
     return (lines[0] if lines else type(exc).__name__)[:160]
+
+
+async def _ask_source(url: str) -> str:
+    """GET `url` on a connection of its own (every call crosses the NAT afresh) and return
+    the `source` its JSON answer names."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 80
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        path = parts.path or "/"
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
+        await writer.drain()
+        raw = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = head.split(b" ", 2)[1:2]
+    if status != [b"200"]:
+        raise ConnectionError(f"the outside service answered {head[:40]!r}")
+    return str(json.loads(body)["source"])
+
+
+def _egress_error(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "unreachable"
+    return _reason(exc)
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -379,6 +419,22 @@ class CloudMart:
             }
         )
 
+    async def egress(self, request: Request) -> Response:
+        s = self.settings
+        about = {"server": s.server_name, "zone": s.zone}
+        if s.egress_url is None:
+            return JSONResponse({**about, "error": "no egress URL configured"}, status_code=404)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(s.egress_timeout_s):
+                source = await _ask_source(s.egress_url)
+        except Exception as exc:  # whatever stopped the call is the answer
+            elapsed = round((time.monotonic() - started) * 1000, 1)
+            body = {**about, "ok": False, "error": _egress_error(exc), "ms": elapsed}
+            return JSONResponse(body, status_code=502)
+        elapsed = round((time.monotonic() - started) * 1000, 1)
+        return JSONResponse({**about, "ok": True, "source": source, "ms": elapsed})
+
     async def list_products(self, request: Request) -> Response:
         limit = _query_int(request, "limit", 20, 1, 100)
         offset = _query_int(request, "offset", 0, 0, _PG_INT_MAX)
@@ -614,6 +670,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[
             Route("/health", backend.health, methods=["GET"]),
+            Route("/egress", backend.egress, methods=["GET"]),
             Route("/api/products", backend.list_products, methods=["GET"]),
             Route("/api/products/{product_id:int}", backend.get_product, methods=["GET"]),
             Route("/api/orders", backend.create_order, methods=["POST"]),
