@@ -73,6 +73,19 @@ def test_fired_fails_when_the_alert_was_already_firing_before_the_fault() -> Non
     assert "already firing when the fault began (since 6 s before it)" in v.message
 
 
+def test_a_late_notice_of_an_alert_that_began_before_the_fault_is_no_detection() -> None:
+    # Seen 0.5 s into the fault, but the monitoring says it began 30 s before: the last
+    # scenario's alert arriving late (it made a scenario meant to fail "resolves" pass).
+    stale = firing(10.5, starts_at=f"{WALL - 20.0:.3f}")
+    v = fired(events(stale))
+    assert not v.ok
+    assert "already firing when the fault began (the monitoring says since 30 s" in v.message
+    # ... and a fresh sighting after it still counts, from its own time
+    fresh = firing(14.0, fp="f2", starts_at=f"{WALL + 13.8:.3f}")
+    v = fired(events(stale, fresh))
+    assert v.ok and v.measured["time_to_detect_sec"] == 4.0
+
+
 def test_an_alert_that_resolved_before_the_fault_does_not_count_as_already_firing() -> None:
     assert fired(events(firing(2.0), resolved(5.0), firing(15.0, fp="f2"))).ok
 

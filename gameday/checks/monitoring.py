@@ -100,6 +100,10 @@ def _firing_at(events: Sequence[AlertEvent], t: float) -> list[AlertEvent]:
 # -- the checks --------------------------------------------------------------------------------
 
 
+# How far before the fault an alert's own start may lie and still be this fault's.
+STARTS_AT_SLACK_SEC = 5.0
+
+
 def alert_fired(
     events: Sequence[AlertEvent],
     alert: str,
@@ -125,6 +129,23 @@ def alert_fired(
             time_to_detect_sec=None,
         )
     fired = [e for e in events if e.kind == "firing" and e.alert == alert and e.at >= fault_start]
+    # A sighting after the fault of an alert the monitoring itself says began well before it:
+    # a late notice of an earlier alert (the last scenario's, still on its way), not this
+    # fault's detection. The slack covers the two clocks' disagreement (measured: < 0.3 s).
+    stale = [
+        e for e in fired
+        if e.starts_at is not None and e.starts_at - wall_anchor < fault_start - STARTS_AT_SLACK_SEC
+    ]  # fmt: skip
+    fired = [e for e in fired if e not in stale]
+    if stale and not fired:
+        since = fault_start - (stale[0].starts_at or 0.0) + wall_anchor
+        return failed(
+            name,
+            f"{alert} was already firing when the fault began (the monitoring says since "
+            f"{_sec(since)} s before it): cannot tell when the fault was detected",
+            alert=alert,
+            time_to_detect_sec=None,
+        )
     if not fired:
         others = sorted({e.alert for e in events if e.kind == "firing" and e.at >= fault_start})
         seen = f" (fired meanwhile: {', '.join(others)})" if others else " (no alert fired)"
