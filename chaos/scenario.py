@@ -136,9 +136,18 @@ class ScenarioFaults:
         refusal = opt_in_refusal(scenario)
         if refusal:
             pytest.fail(refusal, pytrace=False)
+        refused_now = ""
         try:
             for gate in INJECTION_GATES:
-                gate(self.target)
+                try:
+                    gate(self.target)
+                except FaultError as exc:
+                    if not scenario.dry_run:
+                        raise
+                    # A dry run injects nothing: it says what it would do, and that a real
+                    # run would be refused now (a paused target, another game day holding it).
+                    refused_now = f" (a real run would be refused now: {one_line(exc)})"
+                    break
             fault = fault_for(self.target, name, params)
             if not scenario.dry_run:
                 self._healed_before()
@@ -154,7 +163,7 @@ class ScenarioFaults:
         except FaultError as exc:
             pytest.fail(f"{name}: {one_line(exc)}", pytrace=False)
         if scenario.dry_run:
-            pytest.skip(f"dry run: would {fault.describe()}")
+            pytest.skip(f"dry run: would {fault.describe()}{refused_now}")
         scenario.say(f"injected: {fault.describe()}")
         for seen in fault.observations:
             at = seen.wall - scenario.run.clock.wall_anchor

@@ -259,6 +259,14 @@ def test_a_paused_target_refuses_runs_naming_the_reason_and_who(project: Project
     )  # fmt: skip
     assert direct.returncode == 3, direct.stdout[-2000:]
     assert "target fake is paused by alice" in direct.stdout
+    # A dry run injects nothing: it still says what it would do, and that it would be refused.
+    dry = subprocess.run(
+        project.pytest_cmd("features/hold.feature", "--target", "targets/fake.yaml", "--dry-run"),
+        cwd=project.folder, env=project.env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stdout[-2000:]
+    assert "dry run: would " in dry.stdout, dry.stdout[-2000:]
+    assert "a real run would be refused now: target fake is paused by alice" in dry.stdout
     assert not project.marker.exists() and records(project) == []
     out = project.gameday("resume", "--target", "targets/fake.yaml", "--by", "bob")
     assert "resumed: target fake (paused by alice" in out.stdout
