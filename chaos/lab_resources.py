@@ -28,6 +28,7 @@ from typing import ClassVar
 
 from chaos.base import Fault, FaultError, FaultRefused
 from chaos.lab import layout_of, server_named
+from chaos.stress import cpu_workers, refuse_past_cpu_limit
 from gameday.target import Target
 from gameday.wait import poll_until
 from lab import control, health, monitoring
@@ -253,12 +254,7 @@ class CpuStress(_ResourceFault):
             set_autogroup_nice(int(lab), int(nice))
 
     def workers(self) -> int:
-        try:
-            return int(self.params.get("workers") or SERVER_CPUS)
-        except ValueError:
-            raise FaultRefused(
-                f"workers must be a number, not {self.params['workers']!r}"
-            ) from None
+        return cpu_workers(self, SERVER_CPUS)
 
     def describe(self) -> str:
         return (
@@ -267,11 +263,7 @@ class CpuStress(_ResourceFault):
         )
 
     def preflight(self) -> None:
-        limit = self.target.stress.max_cpu_workers
-        if not 0 < self.workers() <= limit:
-            raise FaultRefused(
-                f"{self.label}: {self.workers()} workers, stress.max_cpu_workers is {limit}"
-            )
+        refuse_past_cpu_limit(self, self.workers())
         super().preflight()
 
 

@@ -12,6 +12,7 @@ Runs are real processes (`gameday run`, pytest), the ledger a real SQLite file.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import shutil
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,6 +146,17 @@ def start_entrypoint(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@contextlib.contextmanager
+def running_project(folder: Path) -> Iterator[Project]:
+    """A fake project whose fake deployment answers while the block runs."""
+    server, url = start_entrypoint(folder)
+    try:
+        yield make_project(folder, url)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def make_project(folder: Path, url: str, *, hold: float = 2) -> Project:

@@ -20,19 +20,15 @@ from chaos.journal import Journal
 from gameday.history import read_history
 from gameday.ledger import Ledger
 from gameday.target import load_target
-from tests.gameday_project import GAMEDAY, Project, make_project, start_entrypoint
+from tests.gameday_project import GAMEDAY, Project, running_project
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Project]:
-    server, url = start_entrypoint(tmp_path / "proj")
-    try:
-        yield make_project(tmp_path / "proj", url)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with running_project(tmp_path / "proj") as project:
+        yield project
 
 
 def fake(project: Project) -> object:

@@ -16,7 +16,7 @@ import pytest
 
 from gameday.notify import ATTEMPTS, Notice, deliver, notify
 from gameday.plan import Receiver
-from tests.gameday_project import Project, make_project, start_entrypoint
+from tests.gameday_project import Project, running_project
 
 
 @dataclass
@@ -145,12 +145,8 @@ def test_nobody_listening_costs_a_bounded_number_of_attempts_and_never_raises() 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Project]:
-    server, url = start_entrypoint(tmp_path / "proj")
-    try:
-        yield make_project(tmp_path / "proj", url)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with running_project(tmp_path / "proj") as project:
+        yield project
 
 
 PLAN = """\

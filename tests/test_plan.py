@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gameday.plan import PlanError, load_plan, window_problem
-from tests.gameday_project import Project, make_project, start_entrypoint
+from tests.gameday_project import Project, running_project
 
 ROOT = Path(__file__).resolve().parent.parent
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -21,12 +21,8 @@ BERLIN = ZoneInfo("Europe/Berlin")
 
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Project]:
-    server, url = start_entrypoint(tmp_path / "proj")
-    try:
-        yield make_project(tmp_path / "proj", url)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with running_project(tmp_path / "proj") as project:
+        yield project
 
 
 def plan_in(project: Project, text: str, name: str = "p") -> str:

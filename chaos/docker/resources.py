@@ -26,6 +26,7 @@ from typing import Any
 
 from chaos.base import Fault, FaultError, FaultRefused
 from chaos.docker.engine import DockerFault, Member, engine, members, one_container
+from chaos.stress import cpu_workers, refuse_past_cpu_limit
 from gameday.wait import poll_until
 
 PIDFILE = "/tmp/gameday-{name}.pid"
@@ -175,12 +176,7 @@ class CpuStress(_StressNg):
     label = "CPU stressed"
 
     def workers(self) -> int:
-        try:
-            return int(self.params.get("workers") or 1)
-        except ValueError:
-            raise FaultRefused(
-                f"workers must be a number, not {self.params['workers']!r}"
-            ) from None
+        return cpu_workers(self, 1)
 
     def describe(self) -> str:
         return (
@@ -189,11 +185,7 @@ class CpuStress(_StressNg):
         )
 
     def preflight(self) -> None:
-        limit = self.target.stress.max_cpu_workers
-        if not 0 < self.workers() <= limit:
-            raise FaultRefused(
-                f"{self.label}: {self.workers()} workers, stress.max_cpu_workers is {limit}"
-            )
+        refuse_past_cpu_limit(self, self.workers())
         super().preflight()
 
     def inject(self) -> None:
