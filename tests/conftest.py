@@ -7,6 +7,7 @@ set here at import, so the pytest subprocesses the tests start inherit it too.
 
 from __future__ import annotations
 
+import atexit
 import http.server
 import os
 import shutil
@@ -41,8 +42,10 @@ for _var, _sub in (
     os.environ.setdefault(_var, str(_SCRATCH / _sub))
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
-    shutil.rmtree(_SCRATCH, ignore_errors=True)
+# Removed when the process ends, not at pytest's unconfigure: this module is also imported
+# as `tests.conftest` by test modules (a second module object, a second folder) and by the
+# processes some tests start; each left an empty folder in /tmp behind.
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
 
 
 # Tests that wait out the seed's verbatim alert timings (`for: 5m`, a 5-minute CPU rate: about
