@@ -621,13 +621,19 @@ def _restart_for_settings(layout: LabLayout) -> None:
     import psycopg
 
     server = SERVERS[0]
-    pidfile = layout.pgdata(server.pg_node_name) / "postmaster.pid"
-    os.kill(int(pidfile.read_text().split()[0]), signal.SIGINT)
-    sockets = str(layout.pg_dir / "sockets")
+    if _docker(layout):
+        # The pid file names a pid of the container's own namespace: signalled from the host
+        # it would hit whatever host process has that number. The container (pg_autoctl and
+        # its postgres, the only node yet) is restarted instead.
+        stop_programs(layout, [server.postgres_program])
+        start_programs(layout, [server.postgres_program])
+    else:
+        pidfile = layout.pgdata(server.pg_node_name) / "postmaster.pid"
+        os.kill(int(pidfile.read_text().split()[0]), signal.SIGINT)
 
     def restarted() -> bool:
-        with psycopg.connect(host=sockets, port=layout.pg_port(server), user="postgres",
-                             dbname="postgres", connect_timeout=2) as conn:  # fmt: skip
+        # Over TCP, as _checkpoint just did: a Docker node's unix socket is in its container.
+        with psycopg.connect(layout.db_node_url(server, "postgres"), connect_timeout=2) as conn:
             row = conn.execute("SHOW max_connections").fetchone()
         return row is not None and int(row[0]) == MAX_CONNECTIONS
 
