@@ -203,16 +203,12 @@ Feature: a fault held long enough to be interrupted
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_run_heals_reports_and_never_says_pass(
-    project: pytest.Pytester,
-    entrypoint: str,
-    tmp_path: Path,
-    sig: signal.Signals,
-) -> None:
-    reports, flag = tmp_path / "reports", tmp_path / "failed-over"
-    _feature(project, "held", HELD)
-    target = _target(tmp_path, entrypoint, flag, allow=True)
+def _interrupt_while_held(
+    project: pytest.Pytester, target: Path, flag: Path, tmp_path: Path, sig: signal.Signals
+) -> str:
+    """Run the project's features as a user would, send `sig` once the fault is in effect,
+    and return the output of a run that ended as pytest's "interrupted" (exit 2)."""
+    reports = tmp_path / "reports"
     env = {
         **os.environ,
         "GAMEDAY_REPORTS_DIR": str(reports),
@@ -235,7 +231,21 @@ def test_an_interrupted_run_heals_reports_and_never_says_pass(
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 2, out[-2000:]  # pytest's "interrupted"
+    assert proc.returncode == 2, out[-2000:]
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_heals_reports_and_never_says_pass(
+    project: pytest.Pytester,
+    entrypoint: str,
+    tmp_path: Path,
+    sig: signal.Signals,
+) -> None:
+    reports, flag = tmp_path / "reports", tmp_path / "failed-over"
+    _feature(project, "held", HELD)
+    target = _target(tmp_path, entrypoint, flag, allow=True)
+    out = _interrupt_while_held(project, target, flag, tmp_path, sig)  # pytest's "interrupted"
     assert not flag.exists(), "the fault healed on the way out"
     (run,) = list(reports.iterdir())
     assert f"gameday: report: {run / 'report.html'}" in out
@@ -259,29 +269,7 @@ def test_an_interrupted_run_whose_heal_fails_still_writes_its_report(
     _feature(project, "held", HELD)
     target = _target(tmp_path, entrypoint, flag, allow=True)
     target.write_text(target.read_text().replace(f"heal: rm -f {flag}", "heal: 'false'"))
-    env = {
-        **os.environ,
-        "GAMEDAY_REPORTS_DIR": str(reports),
-        "GAMEDAY_STATE_DIR": str(tmp_path / "state"),
-        "PYTHONPATH": str(ROOT),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "features/", "--target",
-         str(target)],
-        cwd=project.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while not flag.exists():
-            assert time.monotonic() < deadline and proc.poll() is None, "the fault never came"
-            time.sleep(0.1)
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 2, out[-2000:]
+    out = _interrupt_while_held(project, target, flag, tmp_path, signal.SIGINT)
     assert "gameday: the teardown failed: " in out and "heal `false` exited 1" in out, out[-2000:]
     (run,) = list(reports.iterdir())
     assert f"gameday: report: {run / 'report.html'}" in out
