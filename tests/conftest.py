@@ -78,7 +78,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(skip)
 
 
-class _Health(http.server.BaseHTTPRequestHandler):
+class HealthHandler(http.server.BaseHTTPRequestHandler):
+    """Answers 200 "ok" to any GET, and logs nothing."""
+
     def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Length", "2")
@@ -92,7 +94,7 @@ class _Health(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def entrypoint() -> Iterator[str]:
     """A stand-in entrypoint on loopback that answers 200 "ok" to any GET."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HealthHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

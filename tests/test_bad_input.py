@@ -35,6 +35,7 @@ from gameday.gherkin import GherkinError, check_feature_file, first_ignored_line
 from gameday.pytest_plugin import entrypoint_problem
 from gameday.run import Run
 from gameday.target import Target, path_safe
+from tests.conftest import HealthHandler
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "bad_targets"
@@ -369,18 +370,14 @@ def test_a_kept_alive_connection_that_starts_trickling_is_cut_too() -> None:
 # -- every load the harness generates counts against the target's caps ---------------------
 
 
-class Counting(http.server.BaseHTTPRequestHandler):
+class Counting(HealthHandler):
+    """The shared stand-in entrypoint, remembering every path it was asked."""
+
     seen: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
         Counting.seen.append(self.path)
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args: object) -> None:
-        pass
+        super().do_GET()
 
 
 @pytest.fixture
