@@ -259,6 +259,27 @@ def test_a_hung_request_is_cut_at_its_deadline_and_recorded_at_its_real_start(
     assert server.cut == 3
 
 
+def test_hung_requests_among_answered_ones_are_each_cut_never_before_their_deadline(
+    serve: Callable[..., RawServer], clock: Clock
+) -> None:
+    # One timer serves every deadline (the oldest request's): answered requests ahead of a
+    # hung one must neither hide it nor make it be cut early.
+    server = serve(lambda n: None if n % 3 == 1 else (OK, False))
+    recorded: list[tuple[Sample, float]] = []
+    probe = HttpProbe(
+        target_at(server.url), path="/health", clock=clock, rate=20, limit=12, timeout_sec=0.5,
+        record=lambda s: recorded.append((s, clock.now())),
+    )  # fmt: skip
+    run(probe)
+    assert len(recorded) == 12
+    cut = [(s, at) for s, at in recorded if not s.ok]
+    assert len(cut) == 4 and all(s.error == "timeout" and s.duration is None for s, _ in cut)
+    assert all(at >= s.sent + 0.5 for s, at in cut)
+    assert sum(s.ok and s.status == 200 for s, _ in recorded) == 8
+    # Cut in the order they were sent, as their deadlines came.
+    assert [s.sent for s, _ in cut] == sorted(s.sent for s, _ in cut)
+
+
 def test_stop_cuts_nothing_early_and_waits_for_the_deadline(
     serve: Callable[..., RawServer], clock: Clock
 ) -> None:
