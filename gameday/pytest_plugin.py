@@ -9,6 +9,7 @@ target.
 
 from __future__ import annotations
 
+import gc
 import json
 import types
 from collections.abc import Callable, Generator, Iterator
@@ -143,6 +144,10 @@ def scenario_title(item: pytest.Item) -> str:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    # What exists now (modules, step definitions, the collected items) lives for the whole
+    # session: moved out of the garbage collector's sight, so that its passes, and pytest's
+    # gc.collect() at the end, do not walk it again (~0.1 s of a short run's CPU).
+    gc.freeze()
     if session.config.option.collectonly or not any(_is_scenario(i) for i in session.items):
         return
     from gameday.run import Run
