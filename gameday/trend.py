@@ -118,8 +118,7 @@ def scenario_latencies(history: History, nodeid: str) -> dict[str, float]:
     fault was in effect (the whole scenario when it had no fault)."""
     # Imported here: plans (and `gameday run` refusing in under a second) need this module's
     # tolerances, not the checks.
-    from gameday.checks.resilience import latency_percentiles
-    from gameday.history import FaultEvent, Sample
+    from gameday.stats import nearest_rank
 
     start = end = None
     for mark in history.marks:
@@ -131,25 +130,25 @@ def scenario_latencies(history: History, nodeid: str) -> dict[str, float]:
             end = mark.at
     if start is None:
         return {}
-    stop = end if end is not None else math.inf
-    records = [r for r in history if start <= _at(r) <= stop]
-    faults = [r for r in records if isinstance(r, FaultEvent)]
+    # By bisection of the history's columns: a long game day's millions of samples are not
+    # made into objects (once per scenario) to find one scenario's.
+    faults = history.window(start, end).fault_events
     begun = [e.at for e in faults if e.phase == "inject-start"]
     healed = [e.at for e in faults if e.phase == "heal-end"]
-    window = (min(begun), max(healed) if healed else stop) if begun else (start, stop)
-    samples = [r for r in records if isinstance(r, Sample) and r.probe.startswith("GET ") and r.ok]
-    if not samples:
+    if begun:
+        during = history.window(min(begun), max(healed) if healed else end)
+    else:
+        during = history.window(start, end)
+    values: list[float] = []
+    for probe in during.probes:
+        if probe.startswith("GET "):
+            samples = during.samples(probe)
+            values += (d * 1000 for d, ok in zip(samples.durations(), samples.oks(), strict=True)
+                       if ok and d is not None)  # fmt: skip
+    if not values:
         return {}
-    phases = latency_percentiles(samples, window=window)
-    during = phases.get("during")
-    if during is None:
-        return {}
-    return {p: during[p] for p in ("p50", "p95", "p99")}
-
-
-def _at(record: Any) -> float:
-    sent = getattr(record, "sent", None)  # a Sample; the other records have `at`
-    return float(sent if sent is not None else getattr(record, "at", 0.0))
+    values.sort()
+    return {f"p{p}": nearest_rank(values, p) for p in (50, 95, 99)}
 
 
 # -- tolerances and regressions ----------------------------------------------------------------

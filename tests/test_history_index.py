@@ -440,3 +440,36 @@ def test_write_ids_split_in_a_run_as_one_by_one(seed: int) -> None:
     ]
     prefixes, counters = gh._split_keys(keys)
     assert list(zip(prefixes, counters, strict=True)) == [gh._split_key(k) for k in keys]
+
+
+def test_the_ledgers_records_come_from_the_writers_memory_and_read_one_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gameday.ledger_plugin import run_records
+
+    raw = {"name": "polls", "provider": "generic", "entrypoint": {"url": "http://127.0.0.1:9"}}
+    target = Target.model_validate(raw).model_copy(update={"source": "tests/inline"})
+    clock = Clock()
+    writer = HistoryWriter(tmp_path / "run" / "history.jsonl", RunHeader.create("r", "t", clock))
+    run = Run("r", target, tmp_path / "run", clock, writer)
+    run.result("t::a", "a").outcome = "passed"
+    writer.append(Mark("scenario-start", 1.0, {"scenario": "t::a"}))
+    for i in range(5000):  # before the fault: quick answers that must not be counted
+        writer.append(Sample("GET /health", i, 1.0 + i / 10_000, 0.002, True, 200))
+    writer.append(FaultEvent("db", "inject-start", 10.0))
+    for k in range(20):  # during it: 100 .. 119 ms
+        writer.append(Sample("GET /health", 5000 + k, 10.1 + k / 100, (100 + k) / 1000, True, 200))
+    writer.append(FaultEvent("db", "heal-end", 11.0))
+    writer.append(Sample("GET /health", 6000, 12.0, 0.9, True, 200))  # after it
+    writer.append(Mark("scenario-end", 13.0, {"scenario": "t::a"}))
+    writer.close()
+    monkeypatch.setattr(gh, "read_history", lambda *_: pytest.fail("the ledger read the file"))
+    monkeypatch.setattr(gh.History, "records", property(lambda _: pytest.fail("every record made")))
+    monkeypatch.setattr(gh.History, "__iter__", lambda _: pytest.fail("every record made"))
+    (record,) = run_records(run, target, reported={"t::a"}, stopped=None, plan="p",
+                            deployment_revision="d")  # fmt: skip
+    assert {k: record.metrics[k] for k in ("p50", "p95", "p99")} == {
+        "p50": 109.0, "p95": 118.0, "p99": 119.0,
+    }  # fmt: skip
+    assert record.started_at == clock.wall_anchor + 1.0
+    assert record.ended_at == clock.wall_anchor + 13.0
