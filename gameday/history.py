@@ -445,8 +445,10 @@ def _split_keys_one_by_one(keys: list[str | None]) -> tuple[list[str | None], li
         prefix, counter = _split_key(key)
         prefixes.append(prefix)
         counters.append(counter)
-        if counter >= 0:
-            last, cut = prefix, len(prefix or "")
+        # Not after a prefix that ends in zeros: the id's digits would then be longer than
+        # its counter, and the general rule counts them all.
+        if counter >= 0 and prefix and not prefix[-1].isdigit():
+            last, cut = prefix, len(prefix)
     return prefixes, counters
 
 

@@ -442,6 +442,24 @@ def test_write_ids_split_in_a_run_as_one_by_one(seed: int) -> None:
     assert list(zip(prefixes, counters, strict=True)) == [gh._split_key(k) for k in keys]
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_one_writers_ids_split_at_once_as_one_by_one(seed: int) -> None:
+    """A chunk whose ids all share the first one's prefix is split at once: exactly as one by
+    one, whatever the counters (lone zeros, leading zeros, too long, not ASCII, missing)."""
+    rng = random.Random(seed)
+    stem = rng.choice(["gameday-r1-s1-orders-", "o-", "a-0", "x"])
+    tails = ["0", "7", "10", str(10**17), "9" * 18, "1" * 19, "07", "", "\u0662", "3x"]
+    weights = [1.0] * 4 + [0.01 if rng.random() < 0.5 else 0.0] * 6  # usually plain counters
+    keys: list[str | None] = [
+        stem + rng.choices(tails, weights=weights)[0] if k else stem + str(rng.randrange(10**6))
+        for k in range(500)
+    ]
+    prefixes, counters = gh._split_keys(keys)
+    assert list(zip(prefixes, counters, strict=True)) == [gh._split_key(k) for k in keys]
+    plain = [f"o-{n}" for n in range(1000)]
+    assert gh._split_keys(list(plain)) == (["o-"] * 1000, list(range(1000)))
+
+
 def test_the_ledgers_records_come_from_the_writers_memory_and_read_one_window(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
