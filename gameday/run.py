@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gameday.clock import Clock
-from gameday.history import HistoryWriter, Mark, Record, RunHeader
+from gameday.history import HistoryWriter, Mark, Record, RunHeader, write_columns
 from gameday.report import VerdictRecord, write_report
 from gameday.secrets import redact
 from gameday.verdict import Verdict
@@ -124,6 +124,7 @@ class Run:
                 r.outcome = "skipped"
                 r.message = f"not run: {interrupted}" if interrupted else "not run"
         self.writer.close()
+        write_columns(self.writer)  # a long run's history, read back later in a fraction
         # The writer kept every record (as columns): the report is made from them, not from
         # a second copy read back from the file.
         history = self.writer.history()
