@@ -25,6 +25,7 @@ import resource
 import socket
 import ssl
 import threading
+from collections import deque
 from collections.abc import Callable
 from urllib.parse import quote, urlsplit
 
@@ -92,7 +93,7 @@ def default_max_in_flight(rate: float, timeout_sec: float) -> int:
 class _Request:
     """One request of the probe, from its start to its sample."""
 
-    __slots__ = ("conn", "connecting", "done", "due", "sent", "seq", "timer")
+    __slots__ = ("conn", "connecting", "done", "due", "sent", "seq")
 
     def __init__(self, seq: int, due: float, sent: float) -> None:
         self.seq = seq
@@ -100,7 +101,6 @@ class _Request:
         self.sent = sent
         self.conn: Connection | None = None
         self.connecting: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.done = False
 
 
@@ -163,6 +163,11 @@ class HttpProbe:
         self._next: asyncio.Handle | None = None
         self._idle: list[Connection] = []
         self._open: set[Connection] = set()
+        # Requests in start order, hence in deadline order (each is due `timeout` after its
+        # start): one timer, at the oldest one's deadline, cuts whatever is still unanswered
+        # there, instead of a timer made and cancelled for every request.
+        self._pending: deque[_Request] = deque()
+        self._deadline: asyncio.TimerHandle | None = None
         self._first_due = 0.0
         self._seq = 0
         self._in_flight = 0
@@ -263,6 +268,9 @@ class HttpProbe:
 
     def _maybe_finished(self) -> None:
         if not self._scheduling and self._in_flight == 0:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
             assert self._finished is not None
             if not self._finished.done():
                 self._finished.set_result(None)
@@ -271,8 +279,8 @@ class HttpProbe:
     def _start(self, seq: int, due: float) -> None:
         loop = self._loop
         assert loop is not None
-        conn = self._idle_connection()
         sent = self._clock.now()
+        conn = self._idle_connection(sent)
         req = _Request(seq, due, sent)
         self._in_flight += 1
         if conn is not None:
@@ -280,11 +288,12 @@ class HttpProbe:
             conn.send(req, self._request)
         else:
             req.connecting = loop.create_task(self._connect(req))
-        req.timer = loop.call_at(self._loop_time(sent + self._timeout), self._expire, req)
+        self._pending.append(req)
+        if self._deadline is None:
+            self._deadline = loop.call_at(self._loop_time(sent + self._timeout), self._cut)
         self.log.started(due, sent)
 
-    def _idle_connection(self) -> Connection | None:
-        now = self._clock.now()
+    def _idle_connection(self, now: float) -> Connection | None:
         while self._idle:
             conn = self._idle.pop()  # the most recently used: the least likely to be closed
             if not conn.closed and now - conn.idle_since < IDLE_REUSE_SEC:
@@ -313,10 +322,28 @@ class HttpProbe:
         req.conn = conn
         conn.send(req, self._request)
 
+    def _cut(self) -> None:
+        """The oldest request's deadline: cut every request unanswered at its deadline, then
+        wait for the next one's."""
+        self._deadline = None
+        pending, timeout = self._pending, self._timeout
+        now = self._clock.now()
+        while pending:
+            req = pending[0]
+            if req.done:
+                pending.popleft()
+            elif req.sent + timeout <= now:
+                pending.popleft()
+                self._expire(req)
+            else:
+                assert self._loop is not None
+                if self._deadline is not None:  # armed by a request a cut let start
+                    self._deadline.cancel()
+                self._deadline = self._loop.call_at(self._loop_time(req.sent + timeout),
+                                                    self._cut)  # fmt: skip
+                return
+
     def _expire(self, req: _Request) -> None:
-        req.timer = None
-        if req.done:
-            return
         if req.conn is not None:
             req.conn.abort()  # an answer that comes later must not be read as the next one's
         if req.connecting is not None:
@@ -334,8 +361,6 @@ class HttpProbe:
     ) -> None:
         now = self._clock.now()
         req.done = True
-        if req.timer is not None:
-            req.timer.cancel()
         self._in_flight -= 1
         if self._waiting_for_slot:
             # The request that waited for this slot starts now, before this one is
