@@ -144,10 +144,6 @@ def scenario_title(item: pytest.Item) -> str:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    # What exists now (modules, step definitions, the collected items) lives for the whole
-    # session: moved out of the garbage collector's sight, so that its passes, and pytest's
-    # gc.collect() at the end, do not walk it again (~0.1 s of a short run's CPU).
-    gc.freeze()
     if session.config.option.collectonly or not any(_is_scenario(i) for i in session.items):
         return
     from gameday.run import Run
@@ -169,6 +165,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if problem:
         pytest.exit(f"{target.source}: entrypoint.url: {problem}", returncode=EXIT_BAD_INPUT)
     say(f"target {target.name} ({target.provider}) at {redact(target.entrypoint.url)}")
+    if gc.get_freeze_count() == 0:
+        # What exists now (modules, the target, step definitions, the collected items) lives
+        # for the whole run: moved out of the garbage collector's sight, so that its passes
+        # and pytest's gc.collect() at the end do not walk it again (~0.1 s of a short run's
+        # CPU). Once per process: a later freeze would also keep any garbage not yet collected.
+        gc.freeze()
     state.run = Run.start(
         target, allow_destructive=state.allow_destructive or target.allow_destructive
     )
