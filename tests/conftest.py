@@ -16,15 +16,20 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-import chaos.registry
-from gameday.target import Target
-from lab import control, health
 from lab.layout import LabLayout
 from lab.wait import poll_until
-from tests.podman import Podman, PodmanUnavailable, start_podman
+
+# The lab's clients, the target's models and the fault registry are imported where a fixture
+# uses them: every pytest session that passes a path under tests/ (a bad target file of
+# tests/bad_targets, the foreign deployment's) loads this file, and those imports were half a
+# second of its start-up.
+if TYPE_CHECKING:
+    from gameday.target import Target
+    from tests.podman import Podman
 
 # Tests press Ctrl-C on the runs they start, as a user's terminal does. A test session started
 # in the background (`make test &`, a CI runner without a terminal) has SIGINT ignored, which
@@ -107,6 +112,8 @@ def entrypoint() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def running_lab() -> Iterator[LabLayout]:
     """The default lab, running. Started (and stopped after) only if it was not running."""
+    from lab import control
+
     layout = LabLayout.from_env()
     started = not control.is_running(layout)
     control.up(layout)
@@ -139,6 +146,8 @@ def wait_until(what: str, ready: Callable[[], bool], timeout: float = 60.0) -> N
 
 
 def lab_healthy(layout: LabLayout) -> bool:
+    from lab import health
+
     return all(c.healthy for c in health.components(layout))
 
 
@@ -149,6 +158,8 @@ def lab_healthy(layout: LabLayout) -> bool:
 def podman_engine() -> Iterator[Podman]:
     """podman's Docker-compatible API on a socket and storage of its own; every container and
     the service itself are removed when the session ends."""
+    from tests.podman import PodmanUnavailable, start_podman
+
     try:
         engine = start_podman()
     except PodmanUnavailable as exc:
@@ -173,11 +184,15 @@ def journal_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def only_command_fault(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the fault registry to the command fault (no lab modules, whatever their state)."""
+    import chaos.registry
+
     monkeypatch.setattr(chaos.registry, "PROVIDER_MODULES", ("chaos.command",))
     monkeypatch.setattr(chaos.registry, "_registry", None)
 
 
 def generic_target(name: str) -> Target:
     """A target with nothing but an entrypoint nobody listens on (no test reaches it)."""
+    from gameday.target import Target
+
     raw = {"name": name, "provider": "generic", "entrypoint": {"url": "http://127.0.0.1:9"}}
     return Target.model_validate(raw).model_copy(update={"source": "tests/inline"})
