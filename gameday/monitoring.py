@@ -457,11 +457,14 @@ class AlertWatch:
     def _run_actions(self) -> None:
         """CloudWatch's history of alarm actions: an action run is the alarm's delivery."""
         assert isinstance(self.source, CloudWatchAlarms)
-        since = self.clock.wall_anchor + self.started_at
         done: set[tuple[str, float]] = set()
         while not self._stop.wait(CLOUDWATCH_POLL_SEC * 5):
+            # CloudWatch's times are wall-clock, the run's monotonic: converted with today's
+            # offset, not the run's start's, as `fired` does (a wall clock stepped during the
+            # run would shift every action after the step).
+            anchor = time.time() - self.clock.now()
             try:
-                actions = self.source.actions_since(since)
+                actions = self.source.actions_since(anchor + self.started_at)
             except Exception:
                 continue
             for alarm, wall, summary in actions:
@@ -476,7 +479,7 @@ class AlertWatch:
                     "via": "cloudwatch-action",
                     "summary": summary[:200],
                 }
-                self._mark(MARK_ALERT_DELIVERED, wall - self.clock.wall_anchor, detail)
+                self._mark(MARK_ALERT_DELIVERED, wall - anchor, detail)
             if actions:
                 self._notify()
 

@@ -452,3 +452,42 @@ def test_only_the_lab_profiles_prometheus_resends_alerts_within_seconds() -> Non
     assert "--rules.alert.resend-delay=5s" in lab_prometheus
     seed = labmon.prometheus_command(layout, "p.yml", "data", 18706)
     assert "resend-delay" not in seed
+
+
+def test_cloudwatch_actions_are_placed_by_todays_wall_clock_not_the_runs_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gameday.monitoring as gm
+
+    monkeypatch.setattr(gm, "CLOUDWATCH_POLL_SEC", 0.02)
+    # The run's clock was anchored 100 s ago, when the wall clock read 13 s less than it
+    # would now (it was stepped since, as NTP does): CloudWatch's times are today's wall clock.
+    clock = Clock(wall_anchor=time.time() - 113, monotonic_anchor=time.monotonic() - 100)
+    ran_at = time.time() - 2  # CloudWatch ran the alarm's action 2 s ago
+
+    class Alarms(gm.CloudWatchAlarms):
+        poll_sec = 0.02
+
+        def __init__(self) -> None:
+            self.purposes = {"db-down": "PostgreSQLDown"}
+
+        def firing(self) -> list[Alert]:
+            return []
+
+        def actions_since(self, since_wall: float) -> list[tuple[str, float, str]]:
+            return [("db-down", ran_at, "sent to the pager")] if ran_at >= since_wall else []
+
+    raw = {"name": "cw", "provider": "generic", "entrypoint": {"url": "http://127.0.0.1:9"}}
+    marks: list[Record] = []
+    watch = AlertWatch(Target.model_validate(raw), clock=clock, record=marks.append,
+                       source=Alarms())  # fmt: skip
+    watch.started_at = clock.now() - 10  # the watch began before the action
+    watch._spawn(watch._run_actions, "alarm actions")
+    deadline = time.monotonic() + 30
+    while not marks and time.monotonic() < deadline:
+        time.sleep(0.02)
+    watch.stop()
+    (mark,) = marks
+    assert isinstance(mark, Mark) and mark.name == MARK_ALERT_DELIVERED
+    # 2 s before now on the run's clock (the step would have put it 13 s later)
+    assert abs(mark.at - (clock.now() - 2)) < 5
