@@ -9,6 +9,8 @@ import importlib.util
 import itertools
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,9 +103,15 @@ def run(root: Path, *args: str, timeout: float = 300) -> subprocess.CompletedPro
     )  # fmt: skip
 
 
+# Blocks no lab uses: these runs start none, and the runner's check for labs left behind (and
+# its sweep) must never look at the blocks of the real suite's shards, which run meanwhile.
+FAKE_BLOCKS = (1400, 1600)
+
+
 def runner_args(root: Path) -> list[str]:
     return ["--durations", str(root / "durations.json"), "--log-dir", str(root / "logs"),
-            "--pytest", str(Path(sys.executable).parent / "pytest")]  # fmt: skip
+            "--pytest", str(Path(sys.executable).parent / "pytest"),
+            "--base-ports", ",".join(map(str, FAKE_BLOCKS))]  # fmt: skip
 
 
 PASSING = "def test_ok():\n    assert 1 + 1 == 2\n"
@@ -178,7 +186,32 @@ def test_a_signal_reaches_every_shard_and_none_is_left(tmp_path: Path, signum: i
     assert "interrupting every shard once" in out
     # each shard heard it, and on its own block
     stopped = {(root / f"stopped-{n}").read_text() for n in ("one", "two")}
-    assert stopped == {str(tp.BASE_PORTS[0]), str(tp.BASE_PORTS[1])}
+    assert stopped == {str(p) for p in FAKE_BLOCKS}
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+LEAKY = """
+    import os
+
+    def test_up():
+        os.makedirs(f"/tmp/gameday-lab-{os.environ['GAMEDAY_LAB_BASE_PORT']}/pg")
+"""
+
+
+def test_a_lab_left_behind_fails_the_run_and_is_swept(tmp_path: Path) -> None:
+    # what a session that forgot `lab down` leaves: the lab's folder on its shard's block
+    folders = [Path(f"/tmp/gameday-lab-{p}") for p in FAKE_BLOCKS]
+    assert not any(f.exists() for f in folders)
+    root = project(tmp_path, {"test_leaky.py": LEAKY, "test_fine.py": PASSING})
+    try:
+        out = run(root, "--shards", "2")
+        assert out.returncode == 1, out.stdout + out.stderr
+        leaked = re.findall(r"(shard \d) left behind: (\S+): stopping it", out.stdout)
+        assert len(leaked) == 1 and Path(leaked[0][1]) in folders, out.stdout
+        assert f"{leaked[0][0]}: FAILED: passed, but left a lab or deployment behind" in out.stdout
+        assert not any(f.exists() for f in folders), "the sweep (gameday lab down) left it"
+    finally:
+        for f in folders:
+            shutil.rmtree(f, ignore_errors=True)
