@@ -73,9 +73,28 @@ def test_a_file_without_a_duration_counts_as_the_median_of_the_known() -> None:
     assert parts == [["c.py"], ["a.py", "b.py", "new.py"]]
 
 
+def test_the_lab_units_go_to_as_few_shards_as_their_time_fills() -> None:
+    durations = {f"t{i}.py": 100.0 for i in range(9)}
+    lab = ["t0.py", "t4.py", "t8.py"]  # a third of the time: one shard's worth
+    parts = tp.split(sorted(durations), durations, 3, together=(), lab=lab)
+    assert parts[0] == lab and all(not set(lab) & set(p) for p in parts[1:])
+    # twice as much lab time: two shards' worth, the third has none
+    lab = ["t0.py", "t1.py", "t2.py", "t3.py", "t4.py", "t5.py"]
+    parts = tp.split(sorted(durations), durations, 3, together=(), lab=lab)
+    assert set(parts[0] + parts[1]) == set(lab) and not set(lab) & set(parts[2])
+    # none: as before
+    assert tp.split(sorted(durations), durations, 3, together=()) == tp.split(
+        sorted(durations), durations, 3, together=(), lab=[]
+    )
+
+
 def test_the_suite_is_found_and_the_blocks_never_overlap() -> None:
     units = tp.discover(ROOT)
     assert "tests/test_parallel_runner.py" in units and "features/resilience" in units
+    assert tp.uses_lab(ROOT, "features/acceptance")
+    assert tp.uses_lab(ROOT, "tests/test_resilience_on_lab.py")
+    # its own lab on base+50, not the shared one
+    assert not tp.uses_lab(ROOT, "tests/test_lab.py")
     assert all(u.endswith(".py") or u.startswith("features/") for u in units)
     spans = sorted((b + tp.BLOCK[0], b + tp.BLOCK[1]) for b in tp.BASE_PORTS)
     assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))
