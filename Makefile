@@ -11,18 +11,25 @@ setup:
 demo: setup
 	$(PY)/pytest features/ $(PYTEST_ARGS)
 
-## Lint, type-check, then the harness's own tests and the scenarios on the lab.
+## Lint, type-check, then the harness's own tests and the scenarios on the lab: in parallel
+## sessions, each on its own lab port block (scripts/test-parallel; TEST_SHARDS=N for another
+## count). With PYTEST_ARGS, pytest itself runs them, serially.
 ## pytest's exit code 5 (nothing collected) is a failure here: a test run that ran nothing.
-test: setup lint
-	@$(PY)/pytest $(PYTEST_ARGS); rc=$$?; \
+TEST_SHARDS ?=
+PARALLEL = $(PY)/python scripts/test-parallel $(if $(TEST_SHARDS),--shards $(TEST_SHARDS))
+SERIAL = $(PY)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; exit 1; fi; exit $$rc
+test: setup lint
+	@$(if $(PYTEST_ARGS),$(SERIAL),$(PARALLEL))
 
 ## The long tests too (the Docker lab, more failure modes on the lab): GAMEDAY_LONG_TESTS=1.
+## Serial: a dozen tests, the Docker lab's on fixed ports.
 test-long: setup
 	GAMEDAY_LONG_TESTS=1 $(PY)/pytest -m long $(PYTEST_ARGS)
 
+test-all: export GAMEDAY_LONG_TESTS = 1
 test-all: setup lint
-	GAMEDAY_LONG_TESTS=1 $(PY)/pytest $(PYTEST_ARGS)
+	@$(if $(PYTEST_ARGS),$(SERIAL),$(PARALLEL))
 
 lint:
 	$(PY)/ruff check .
