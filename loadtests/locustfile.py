@@ -130,7 +130,12 @@ class ShoppingUser(FastHttpUser):
             if response.status_code != 201 or order_id is None:
                 response.failure(f"place order: {response.status_code}, id {order_id!r}")
                 return
-        self.client.get(f"/api/orders/{order_id}", headers=self._auth(), name="order")
+        # A customer reads back the order it just placed: a consistent read. From the standby
+        # it may not be there yet (a synchronous commit waits for the standby's flush, not its
+        # replay), a 404 for a write that was kept: under load, and while a standby catches up
+        # after a failover, that failed users before any fault.
+        self.client.get(f"/api/orders/{order_id}?consistent=true", headers=self._auth(),
+                        name="order")  # fmt: skip
 
 
 def _json(response: Any) -> dict[str, Any]:
