@@ -82,12 +82,18 @@ faults:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     down_file: Path
+    # When each down file (by its inode and mtime) was first seen, on the monotonic clock the
+    # harness times its samples with: an outage timed by the file's wall-clock mtime was 2 %
+    # short on this machine, whose wall clock is slewed and stepped (0.976 s for 1 s).
+    seen: dict[tuple[int, int], float]
 
     def do_GET(self) -> None:
         status = 200
         try:
+            st = self.down_file.stat()
             seconds = float(self.down_file.read_text().strip() or 0)
-            if time.time() < self.down_file.stat().st_mtime + seconds:
+            began = self.seen.setdefault((st.st_ino, st.st_mtime_ns), time.monotonic())
+            if time.monotonic() < began + seconds:
                 status = 503
         except (OSError, ValueError):
             pass
@@ -142,7 +148,7 @@ class Project:
 
 
 def start_entrypoint(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    handler = type("Handler", (_Handler,), {"down_file": folder / "down"})
+    handler = type("Handler", (_Handler,), {"down_file": folder / "down", "seen": {}})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
