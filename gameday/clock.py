@@ -54,6 +54,13 @@ class Clock:
         """Seconds since the run started."""
         return time.monotonic() - self._monotonic
 
+    def wall_anchor_now(self) -> float:
+        """`time.time()` at clock time 0 as the wall clock reads today: what converts another
+        system's wall-clock times (Alertmanager's, CloudWatch's) to clock time. It drifts from
+        `wall_anchor` when the machine's wall clock is slewed or stepped during the run (seen
+        here: +13 s in a minute), which would shift every time converted after the step."""
+        return time.time() - self.now()
+
     def wall(self, t: float) -> datetime:
         """The UTC wall time of clock time `t`."""
         return datetime.fromtimestamp(self._wall + t, tz=UTC)

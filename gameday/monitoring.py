@@ -459,10 +459,7 @@ class AlertWatch:
         assert isinstance(self.source, CloudWatchAlarms)
         done: set[tuple[str, float]] = set()
         while not self._stop.wait(CLOUDWATCH_POLL_SEC * 5):
-            # CloudWatch's times are wall-clock, the run's monotonic: converted with today's
-            # offset, not the run's start's, as `fired` does (a wall clock stepped during the
-            # run would shift every action after the step).
-            anchor = time.time() - self.clock.now()
+            anchor = self.clock.wall_anchor_now()  # CloudWatch's times are wall-clock
             try:
                 actions = self.source.actions_since(anchor + self.started_at)
             except Exception:
@@ -608,11 +605,7 @@ class ScenarioAlerts:
         clock = self.scenario.run.clock
 
         def judge() -> Verdict:
-            # The monitoring's timestamps are wall-clock; the run's are monotonic. Convert with
-            # today's offset, not the run's start's: a machine whose clock is stepped during
-            # the run (seen here: +13 s in a minute) would shift every alert's own firing
-            # time after the step.
-            anchor = time.time() - clock.now()
+            anchor = clock.wall_anchor_now()  # the monitoring's timestamps are wall-clock
             return mc.alert_fired(
                 self.events(), alert, fault_start=start, within_sec=within_sec, wall_anchor=anchor
             )

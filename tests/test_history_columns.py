@@ -31,6 +31,7 @@ from gameday.history import (
     read_history,
     write_columns,
 )
+from tests.conftest import generic_target
 
 SAMPLES = 60
 
@@ -252,11 +253,8 @@ def test_the_damages_above_each_change_a_file_that_is_otherwise_read(
 
 def test_run_finish_leaves_the_column_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from gameday.run import Run
-    from gameday.target import Target
 
-    raw = {"name": "t", "provider": "generic", "entrypoint": {"url": "http://127.0.0.1:9"}}
-    target = Target.model_validate(raw)
-    run = Run.start(target, tmp_path)
+    run = Run.start(generic_target("t"), tmp_path)
     for i in range(SAMPLES):
         run.record(Sample("GET /health", i, 1 + i / 10, 0.002, True, 200, None, "server1"))
     run.finish()

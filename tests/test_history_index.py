@@ -51,6 +51,7 @@ from gameday.run import Run
 from gameday.scenario import Scenario
 from gameday.target import Target
 from gameday.verdict import Verdict
+from tests.conftest import generic_target
 
 # -- random histories ------------------------------------------------------------------------
 # Seeded, so that a failure names the seed that makes it again: `random_history(seed)`.
@@ -465,8 +466,7 @@ def test_the_ledgers_records_come_from_the_writers_memory_and_read_one_window(
 ) -> None:
     from gameday.ledger_plugin import run_records
 
-    raw = {"name": "polls", "provider": "generic", "entrypoint": {"url": "http://127.0.0.1:9"}}
-    target = Target.model_validate(raw).model_copy(update={"source": "tests/inline"})
+    target = generic_target("polls")
     clock = Clock()
     writer = HistoryWriter(tmp_path / "run" / "history.jsonl", RunHeader.create("r", "t", clock))
     run = Run("r", target, tmp_path / "run", clock, writer)

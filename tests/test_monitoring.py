@@ -42,6 +42,7 @@ from lab import configs
 from lab import monitoring as labmon
 from lab.hostview import CLOCK_TICKS, CpuMeter, ProcStat
 from lab.layout import PORT_BLOCK, LabLayout
+from tests.conftest import generic_target
 
 API_ITEM = {
     "labels": {
@@ -477,10 +478,8 @@ def test_cloudwatch_actions_are_placed_by_todays_wall_clock_not_the_runs_start(
         def actions_since(self, since_wall: float) -> list[tuple[str, float, str]]:
             return [("db-down", ran_at, "sent to the pager")] if ran_at >= since_wall else []
 
-    raw = {"name": "cw", "provider": "generic", "entrypoint": {"url": "http://127.0.0.1:9"}}
     marks: list[Record] = []
-    watch = AlertWatch(Target.model_validate(raw), clock=clock, record=marks.append,
-                       source=Alarms())  # fmt: skip
+    watch = AlertWatch(generic_target("cw"), clock=clock, record=marks.append, source=Alarms())
     watch.started_at = clock.now() - 10  # the watch began before the action
     watch._spawn(watch._run_actions, "alarm actions")
     deadline = time.monotonic() + 30
