@@ -419,32 +419,40 @@ def game_day(hours: float, rate: int, runs: int) -> None:
         )
 
 
-def generate_writes(writes: int) -> Path:
+def writer_history(writes: int) -> tuple[RunHeader, Iterator[Sample], ReadBack]:
     """A writer's history: `writes` acknowledged writes, then its final read, 3 missing."""
-    WORK.mkdir(parents=True, exist_ok=True)
-    path = WORK / f"writes-{writes}.jsonl"
-    if path.exists():
-        return path
     header = RunHeader.create(f"bench-writes-{writes}", "lab", Clock())
     keys = [f"gameday-{header.run_id}-s1-ledger-{seq}" for seq in range(writes)]
 
     def sample(seq: int) -> Sample:
         return Sample("ledger", seq, 1 + seq / 1000, 0.003, True, None, None, None, keys[seq], "ok")
 
-    assert fast_line(sample(0)) == _line(sample(0))
-    samples = map(sample, range(writes))
+    lost = {keys[7], keys[writes // 2], keys[-1]}
+    final = ReadBack("ledger", writes / 1000 + 2, [k for k in keys if k not in lost])
+    return header, map(sample, range(writes)), final
+
+
+def generate_writes(writes: int) -> Path:
+    """`writer_history` as JSON lines, written fast (no writer, no column file)."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    path = WORK / f"writes-{writes}.jsonl"
+    if path.exists():
+        return path
+    header, samples, final = writer_history(writes)
+    first = next(samples)
+    assert fast_line(first) == _line(first)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as f:
         f.write(_line(header))
+        f.write(fast_line(first))
         f.writelines(map(fast_line, samples))
-        lost = {keys[7], keys[writes // 2], keys[-1]}
-        f.write(_line(ReadBack("ledger", writes / 1000 + 2, [k for k in keys if k not in lost])))
+        f.write(_line(final))
     tmp.rename(path)
     return path
 
 
 def generate_finished_run(writes: int) -> Path:
-    """The same history as `generate_writes`, written as a run writes it (each record through
+    """`writer_history` written as a run writes it (each record through
     `HistoryWriter.append`) and finished as a run finishes (its column file written)."""
     from gameday.history import HistoryWriter, columns_path, write_columns
 
@@ -452,14 +460,11 @@ def generate_finished_run(writes: int) -> Path:
     if path.exists() and columns_path(path).exists():
         return path
     shutil.rmtree(path.parent, ignore_errors=True)
-    header = RunHeader.create(f"bench-writes-{writes}", "lab", Clock())
-    keys = [f"gameday-{header.run_id}-s1-ledger-{seq}" for seq in range(writes)]
+    header, samples, final = writer_history(writes)
     with HistoryWriter(path, header) as writer:
-        for seq in range(writes):
-            writer.append(Sample("ledger", seq, 1 + seq / 1000, 0.003, True, None, None, None,
-                                 keys[seq], "ok"))  # fmt: skip
-        lost = {keys[7], keys[writes // 2], keys[-1]}
-        writer.append(ReadBack("ledger", writes / 1000 + 2, [k for k in keys if k not in lost]))
+        for sample in samples:
+            writer.append(sample)
+        writer.append(final)
     assert write_columns(writer) is not None
     return path
 
