@@ -110,6 +110,11 @@ class LayoutError(ValueError):
     """A lab layout that cannot be: a base port out of range or not a number (bad input)."""
 
 
+def default_state_dir(base_port: int) -> Path:
+    """Where the lab on `base_port` keeps its state unless told otherwise (GAMEDAY_LAB_DIR)."""
+    return Path(f"/tmp/gameday-lab-{base_port}")
+
+
 def _network_of(state_dir: Path) -> tuple[str, str]:
     """The network of the lab in `state_dir`: what it was started with, else what this
     machine can give a new one, with the reason when that is loopback."""
@@ -162,7 +167,7 @@ class LabLayout:
             raise LayoutError(
                 f"lab base port {port} ({source}) is outside 1025..{65535 - PORT_BLOCK}"
             )
-        folder = Path(state_dir or os.environ.get("GAMEDAY_LAB_DIR") or f"/tmp/gameday-lab-{port}")
+        folder = Path(state_dir or os.environ.get("GAMEDAY_LAB_DIR") or default_state_dir(port))
         switch = os.environ.get(MONITORING_ENV, "1").strip().lower()
         if switch not in ("0", "off", "false", "no", "1", "on", "true", "yes", ""):
             raise LayoutError(f"{MONITORING_ENV}={switch!r} is not on/off (1 or 0)")
