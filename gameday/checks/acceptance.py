@@ -191,8 +191,21 @@ def sentinels_agree(views: Sequence[SentinelView], master_run_id: str) -> Verdic
     )
 
 
+# How much slower than the misses the hits may read before the check calls them slower. Two
+# requests of a few milliseconds each are compared: on a busy machine scheduling alone moves a
+# median of 5 by a few milliseconds or tens of percent (10.1 ms hits against 6.5 ms misses at
+# load 27, 8.2 against 7.5 in a CI run at load ~6, with a cache that was working). A cache that
+# really makes reads slower (a remote cache, a cold connection per read) is slower by more.
+HIT_SLOWER_FACTOR = 1.5
+HIT_SLOWER_MS = 2.0
+
+
 def cache_aside_works(rounds: Sequence[CacheAsideRound], cache_header: str) -> Verdict:
-    """After an eviction the first read misses, the second hits and is not slower (medians)."""
+    """After an eviction the first read misses, the second hits and is not slower (medians).
+
+    "Not slower" allows for timing noise: the hits fail it when their median is above
+    HIT_SLOWER_FACTOR times the misses' plus HIT_SLOWER_MS.
+    """
     name = "cache_aside_works"
     if not rounds:
         return failed(name, "no read rounds were made: nothing shows the cache is used")
@@ -206,8 +219,14 @@ def cache_aside_works(rounds: Sequence[CacheAsideRound], cache_header: str) -> V
         return failed(name, f"{cache_header} should be MISS then HIT: " + "; ".join(wrong))
     miss = median([r.first.duration_sec for r in rounds]) * 1000
     hit = median([r.second.duration_sec for r in rounds]) * 1000
-    if hit > miss:
-        return failed(name, f"hits are slower than misses: median {hit:.1f} ms vs {miss:.1f} ms")
+    allowed = miss * HIT_SLOWER_FACTOR + HIT_SLOWER_MS
+    if hit > allowed:
+        return failed(
+            name,
+            f"hits are slower than misses: median {hit:.1f} ms vs {miss:.1f} ms "
+            f"(more than the {allowed:.1f} ms timing noise allows)",
+            miss_ms=miss, hit_ms=hit,
+        )  # fmt: skip
     return passed(
         name, f"{len(rounds)} rounds MISS then HIT; median {miss:.1f} ms miss, {hit:.1f} ms hit",
         miss_ms=miss, hit_ms=hit,
