@@ -6,6 +6,7 @@ several threads, killed mid-line, killed by SIGKILL, damaged in the middle.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -112,6 +113,32 @@ def test_sample_refuses_an_error_kind_the_report_does_not_know() -> None:
 def test_sample_refuses_an_unknown_outcome() -> None:
     with pytest.raises(ValueError, match="outcome"):
         Sample("orders", 0, 1.0, 0.1, True, key="o-1", outcome="acked")
+
+
+@pytest.mark.parametrize(
+    ("sent", "duration", "match"),
+    [(float("nan"), 0.1, "sent"), (float("inf"), 0.1, "sent"), (1.0, -0.001, "duration"),
+     (1.0, float("nan"), "duration")],
+)  # fmt: skip
+def test_sample_refuses_times_that_are_not_times(sent: float, duration: float, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Sample("health", 0, sent, duration, True)
+
+
+def test_sample_is_a_frozen_value_with_its_defaults() -> None:
+    # Sample writes its fields itself (one dict update, not a setattr each): it must still be
+    # the dataclass it declares.
+    s = Sample("health", 3, 1.5, None, False, error="timeout")
+    assert s == Sample(probe="health", seq=3, sent=1.5, duration=None, ok=False, status=None,
+                       error="timeout", server=None, key=None, outcome=None)  # fmt: skip
+    assert hash(s) == hash(dataclasses.replace(s))
+    assert dataclasses.astuple(s) == ("health", 3, 1.5, None, False, None, "timeout", None,
+                                      None, None)  # fmt: skip
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.seq = 4  # type: ignore[misc]
+    assert dataclasses.replace(s, seq=4).seq == 4
+    with pytest.raises(ValueError, match="outcome"):
+        dataclasses.replace(s, outcome="acked")
 
 
 def test_fault_event_refuses_an_unknown_phase() -> None:

@@ -21,6 +21,7 @@ import pytest
 from gameday.checks.schedule import rate_kept
 from gameday.clock import Clock
 from gameday.history import Sample
+from gameday.probes import http11
 from gameday.probes.http import HttpProbe
 from gameday.probes.http11 import ResponseError, ResponseParser
 from gameday.probes.schedule import Scheduled
@@ -447,3 +448,68 @@ def test_an_endless_head_is_refused_rather_than_buffered() -> None:
     parser.feed(b"HTTP/1.1 200 OK\r\n")
     with pytest.raises(ResponseError, match="longer than"):
         parser.feed(b"X-Pad: " + b"a" * 70_000)
+
+
+# -- the cache of parsed heads -------------------------------------------------------------
+
+ANSWERS = [
+    OK,
+    b"HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK",  # extra bytes
+    b"HTTP/1.1 503 Unavailable\r\nx-served-by: app-2/az-b\r\nContent-Length: 1\r\n\r\nx",
+    b"HTTP/1.1 204 No Content\r\nX-Served-By: app-1/az-a\r\n\r\n",
+    b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nbody to the close",
+    b"HTTP/1.1 200 OK\r\n\r\nbody to the close",
+]
+
+
+def read_answer(data: bytes, header: str | None = "x-served-by") -> tuple[object, ...]:
+    parser = ResponseParser(header)
+    done = parser.feed(data)
+    return done, parser.eof(), parser.status, parser.header, parser.keep_alive
+
+
+@pytest.fixture
+def no_heads_kept() -> Iterator[None]:
+    http11._HEADS.clear()
+    yield
+    http11._HEADS.clear()
+
+
+@pytest.mark.usefixtures("no_heads_kept")
+def test_a_head_seen_before_reads_exactly_as_when_it_was_first_parsed() -> None:
+    first = [read_answer(a) for a in ANSWERS]
+    assert len(http11._HEADS) == len(ANSWERS) + 1  # the interim answer's head is one more
+    again = [read_answer(a) for a in ANSWERS]
+    assert again == first
+    assert first[0] == (True, True, 200, "app-1/az-a", True)
+    assert first[4][:5] == (True, True, 200, None, False)  # the extra bytes, after the head
+    assert first[8] == (True, True, 200, None, True)  # the interim 100 skipped
+
+
+@pytest.mark.usefixtures("no_heads_kept")
+def test_a_head_kept_for_one_header_name_answers_only_for_that_name() -> None:
+    assert read_answer(OK, "x-served-by")[3] == "app-1/az-a"
+    assert read_answer(OK, "x-other")[3] is None
+    assert read_answer(OK, None)[3] is None
+    assert read_answer(OK, "X-Served-By")[3] == "app-1/az-a"
+
+
+@pytest.mark.usefixtures("no_heads_kept")
+def test_the_kept_heads_are_bounded_small_and_never_refused_ones() -> None:
+    for i in range(http11._HEADS_KEPT + 50):
+        read_answer(b"HTTP/1.1 200 OK\r\nX-N: %d\r\nContent-Length: 0\r\n\r\n" % i)
+        assert len(http11._HEADS) <= http11._HEADS_KEPT
+    http11._HEADS.clear()
+    big = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 2000 + b"\r\nContent-Length: 0\r\n\r\n"
+    assert read_answer(big)[:3] == (True, True, 200)
+    refused = b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n"
+    for _ in range(2):
+        with pytest.raises(ResponseError):
+            ResponseParser().feed(refused)
+    assert http11._HEADS == {}

@@ -137,64 +137,89 @@ class ResponseParser:
         return self._state == _DONE
 
     def _head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3:
-            raise ResponseError(f"not an HTTP/1.x status line: {lines[0][:40]!r}")
-        try:
-            status = int(parts[1])
-        except ValueError:
-            raise ResponseError(f"bad status {parts[1]!r}") from None
-        length: bytes | None = None
-        chunked = False
-        coded = False
-        connection: list[bytes] = []
-        kept: bytes | None = None
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                if line[:1] in (b" ", b"\t"):
-                    continue  # an obsolete folded line: no header the probe reads uses it
-                raise ResponseError(f"bad header line {line[:40]!r}")
-            name = name.strip().lower()
-            value = value.strip()
-            if name == b"content-length":
-                if length is not None and length != value:
-                    raise ResponseError("conflicting Content-Length headers")
-                length = value
-            elif name == b"transfer-encoding":
-                coded = True
-                chunked = _tokens(value)[-1] == b"chunked"
-            elif name == b"connection":
-                connection += _tokens(value)
-            if name == self._header and kept is None:
-                kept = value
-        if 100 <= status < 200:
-            if status == 101:
-                raise ResponseError("101 Switching Protocols: the probe asked for no upgrade")
+        key = (self._header, head)
+        parsed = _HEADS.get(key, _UNSEEN)
+        if parsed is _UNSEEN:
+            parsed = _parse_head(head, self._header)
+            if len(head) <= _HEAD_CACHED_BYTES:
+                if len(_HEADS) >= _HEADS_KEPT:
+                    _HEADS.clear()
+                _HEADS[key] = parsed
+        if parsed is None:
             return  # an interim answer; the real one follows
-        self.status = status
-        self.header = kept.decode("latin-1") if kept is not None else None
-        if parts[0] == b"HTTP/1.0":
-            self.keep_alive = b"keep-alive" in connection
-        else:
-            self.keep_alive = b"close" not in connection
-        if status in (204, 304):
-            self._state = _DONE
-        elif coded:
-            self._state = _CHUNK_SIZE if chunked else _TO_CLOSE
-            self.keep_alive = self.keep_alive and chunked
-        elif length is not None:
-            try:
-                self._remaining = int(length)
-            except ValueError:
-                raise ResponseError(f"bad Content-Length {length[:20]!r}") from None
-            if self._remaining < 0:
-                raise ResponseError(f"bad Content-Length {length[:20]!r}")
-            self._state = _LENGTH if self._remaining else _DONE
-        else:
-            self._state = _TO_CLOSE
-            self.keep_alive = False
+        self.status, self.header, self.keep_alive, self._state, self._remaining = parsed
+
+
+# What an answer's head says: its status, the kept header's value, whether the connection may
+# carry the next request, how the body is framed and its length; None for an interim (1xx).
+_Head = tuple[int, str | None, bool, int, int] | None
+
+# Heads already parsed, by the header kept and their bytes. A probe reads the same few heads
+# over and over (one per server; a Date header changes once a second), and parsing one cost
+# more than the rest of a request's own Python in the closed loop (bench/probe_schedule.py).
+# Parsing is a function of the bytes alone, so a head seen before gets the same result. The
+# cache is bounded (emptied when full), keeps only small heads and never a refused one.
+_HEADS: dict[tuple[bytes | None, bytes], _Head] = {}
+_HEADS_KEPT = 256
+_HEAD_CACHED_BYTES = 1024
+_UNSEEN: _Head = (0, None, False, _HEAD, 0)
+
+
+def _parse_head(head: bytes, wanted: bytes | None) -> _Head:
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3:
+        raise ResponseError(f"not an HTTP/1.x status line: {lines[0][:40]!r}")
+    try:
+        status = int(parts[1])
+    except ValueError:
+        raise ResponseError(f"bad status {parts[1]!r}") from None
+    length: bytes | None = None
+    chunked = False
+    coded = False
+    connection: list[bytes] = []
+    kept: bytes | None = None
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            if line[:1] in (b" ", b"\t"):
+                continue  # an obsolete folded line: no header the probe reads uses it
+            raise ResponseError(f"bad header line {line[:40]!r}")
+        name = name.strip().lower()
+        value = value.strip()
+        if name == b"content-length":
+            if length is not None and length != value:
+                raise ResponseError("conflicting Content-Length headers")
+            length = value
+        elif name == b"transfer-encoding":
+            coded = True
+            chunked = _tokens(value)[-1] == b"chunked"
+        elif name == b"connection":
+            connection += _tokens(value)
+        if name == wanted and kept is None:
+            kept = value
+    if 100 <= status < 200:
+        if status == 101:
+            raise ResponseError("101 Switching Protocols: the probe asked for no upgrade")
+        return None
+    header = kept.decode("latin-1") if kept is not None else None
+    if parts[0] == b"HTTP/1.0":
+        keep_alive = b"keep-alive" in connection
+    else:
+        keep_alive = b"close" not in connection
+    if status in (204, 304):
+        return status, header, keep_alive, _DONE, 0
+    if coded:
+        return status, header, keep_alive and chunked, _CHUNK_SIZE if chunked else _TO_CLOSE, 0
+    if length is not None:
+        try:
+            remaining = int(length)
+        except ValueError:
+            raise ResponseError(f"bad Content-Length {length[:20]!r}") from None
+        if remaining < 0:
+            raise ResponseError(f"bad Content-Length {length[:20]!r}")
+        return status, header, keep_alive, _LENGTH if remaining else _DONE, remaining
+    return status, header, False, _TO_CLOSE, 0
 
 
 class Listener(Protocol):
