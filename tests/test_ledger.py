@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,24 +29,37 @@ from gameday.ledger import (
     ledger_location,
     refuse_if_paused,
 )
+from gameday.load import free_port
 from gameday.target import Target
 from tests.pg import Postgres, PostgresUnavailable, start_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_PORT = 18360
-NOBODY_PORT = 18399  # nothing listens there: an unreachable ledger
 
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
-    try:
-        server = start_postgres(PG_PORT)
-    except PostgresUnavailable as exc:
-        pytest.fail(f"cannot start PostgreSQL for the ledger tests: {exc}")
+    # A port the kernel found free rather than a fixed one: make test's shards, a developer's
+    # labs and other sessions run beside this one. Another process may take it before
+    # PostgreSQL binds it: then another port.
+    for attempt in range(3):
+        try:
+            server = start_postgres(free_port())
+            break
+        except PostgresUnavailable as exc:
+            if attempt == 2:
+                pytest.fail(f"cannot start PostgreSQL for the ledger tests: {exc}")
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def nobody_port() -> Iterator[int]:
+    """A loopback port held bound and never listened on: connecting there is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -105,8 +119,8 @@ def test_the_default_ledger_lives_in_the_project_folder_and_keeps_out_of_git(
     assert (tmp_path / ".gameday" / ".gitignore").read_text().strip().endswith("*")
 
 
-def test_an_unreachable_postgres_ledger_is_one_line_without_its_password() -> None:
-    url = f"postgresql://gameday:s3cret-pw@127.0.0.1:{NOBODY_PORT}/ledger"
+def test_an_unreachable_postgres_ledger_is_one_line_without_its_password(nobody_port: int) -> None:
+    url = f"postgresql://gameday:s3cret-pw@127.0.0.1:{nobody_port}/ledger"
     with pytest.raises(LedgerError) as info:
         Ledger.open(url, source="gamedays/x.yaml: ledger")
     message = str(info.value)
@@ -285,7 +299,7 @@ def test_refuse_if_paused_reads_the_configured_ledger(
 
 
 def test_an_unreadable_ledger_refuses_faults(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GAMEDAY_LEDGER_URL", f"postgresql://x@127.0.0.1:{NOBODY_PORT}/l")
+    monkeypatch.setenv("GAMEDAY_LEDGER_URL", f"postgresql://x@127.0.0.1:{nobody_port}/l")
     with pytest.raises(LedgerError):
         refuse_if_paused(target())
 
@@ -302,9 +316,9 @@ def test_the_pause_switch_fires_on_a_pause(ledger_url: str) -> None:
         switch.close()
 
 
-def test_the_pause_switch_rides_out_a_blip_but_not_a_silence() -> None:
+def test_the_pause_switch_rides_out_a_blip_but_not_a_silence(nobody_port: int) -> None:
     now = [0.0]
-    url = f"postgresql://x@127.0.0.1:{NOBODY_PORT}/l"
+    url = f"postgresql://x@127.0.0.1:{nobody_port}/l"
     switch = PauseSwitch(target(), url=url, silence_sec=5, clock=lambda: now[0])
     assert switch.check() is None  # cannot read it: not yet a reason to heal
     now[0] = 4.9
