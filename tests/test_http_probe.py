@@ -493,6 +493,17 @@ def test_a_head_seen_before_reads_exactly_as_when_it_was_first_parsed() -> None:
 
 
 @pytest.mark.usefixtures("no_heads_kept")
+def test_an_answer_whose_head_was_seen_still_completes_only_on_its_last_byte() -> None:
+    for data in (OK, ANSWERS[5], ANSWERS[9]):  # each with a body after its head
+        whole = read_answer(data)  # now kept
+        for cut in range(1, len(data)):
+            parser = ResponseParser("x-served-by")
+            assert parser.feed(data[:cut]) is False, (data, cut)
+            assert parser.feed(data[cut:]) is True, (data, cut)
+            assert (True, parser.eof(), parser.status, parser.header, parser.keep_alive) == whole
+
+
+@pytest.mark.usefixtures("no_heads_kept")
 def test_a_head_kept_for_one_header_name_answers_only_for_that_name() -> None:
     assert read_answer(OK, "x-served-by")[3] == "app-1/az-a"
     assert read_answer(OK, "x-other")[3] is None
