@@ -6,9 +6,12 @@ Each run, one after the other (never at once, they share the machine):
    times, which are the requests' real starts; the jitter of those starts against their due
    times (p50, p99); the late starts (> 10 ms) its `rate_kept` verdict counts; the harness
    process's CPU as a share of one core;
-2. wrk, one thread, one connection, for `--wrk-seconds`: the endpoint's closed-loop rate;
+2. wrk, one thread, one connection: the endpoint's closed-loop rate; and
 3. the probe's ceiling: the probe asked for far more than it can do, one request in flight
-   (one connection, as wrk), for `--wrk-seconds`: the most it sends.
+   (one connection, as wrk): the most it sends.
+   2 and 3 alternate in `--rounds` rounds of `--wrk-seconds` each: this machine's speed drifts
+   by tens of percent within a minute, and a ratio of two rates measured minutes apart
+   measured the drift. A run's rates and ratio are the medians of its rounds.
 Ratios to wrk are per run, then the median. Medians over runs with the spread (min - max),
 and the machine's load (`uptime`) before and after.
 
@@ -118,7 +121,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=100)
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--wrk-seconds", type=int, default=10)
+    parser.add_argument("--wrk-seconds", type=int, default=2, help="each round's wrk and ceiling")
+    parser.add_argument("--rounds", type=int, default=5, help="wrk and ceiling alternating")
     parser.add_argument("--path", default=None, help="default: the target's health path")
     args = parser.parse_args()
     layout = LabLayout.from_env()
@@ -132,10 +136,13 @@ def main() -> None:
     try:
         for i in range(args.runs):
             r = probe_run(target, path, args.rate, args.seconds)
-            r["wrk_c1_rps"] = wrk_c1(url, args.wrk_seconds)
-            r["ceiling_rps"] = probe_ceiling(target, path, args.wrk_seconds)
+            rounds = [(wrk_c1(url, args.wrk_seconds), probe_ceiling(target, path,
+                                                                   args.wrk_seconds))
+                      for _ in range(args.rounds)]  # fmt: skip
+            r["wrk_c1_rps"] = statistics.median(w for w, _ in rounds)
+            r["ceiling_rps"] = statistics.median(c for _, c in rounds)
             r["ratio_rate_to_wrk"] = r["achieved_rate"] / r["wrk_c1_rps"]
-            r["ratio_ceiling_to_wrk"] = r["ceiling_rps"] / r["wrk_c1_rps"]
+            r["ratio_ceiling_to_wrk"] = statistics.median(c / w for w, c in rounds)
             results.append(r)
             print(f"run {i + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()), flush=True)
     finally:
@@ -143,7 +150,8 @@ def main() -> None:
             control.down(layout)
     print(f"load after: {uptime()}")
     print(f"median of {args.runs} runs, GET {url} at {args.rate}/s for {args.seconds} s "
-          f"(wrk and ceiling {args.wrk_seconds} s each), [min - max]:")  # fmt: skip
+          f"(wrk and ceiling alternating, {args.rounds} x {args.wrk_seconds} s each), "
+          "[min - max]:")  # fmt: skip
     for key in results[0]:
         values = [r[key] for r in results]
         print(f"  {key:22s} {statistics.median(values):10.3f}  "

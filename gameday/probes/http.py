@@ -35,7 +35,7 @@ from gameday.checks.schedule import LATE_SEC, ScheduleReport
 from gameday.clock import Clock
 from gameday.facts import server_of
 from gameday.history import Sample
-from gameday.probes.http11 import Connection
+from gameday.probes.http11 import Connection, read_buffer
 from gameday.probes.schedule import ScheduleLog
 from gameday.target import Target
 
@@ -162,6 +162,7 @@ class HttpProbe:
         self._finished: asyncio.Future[None] | None = None
         self._next: asyncio.Handle | None = None
         self._idle: list[Connection] = []
+        self._read_buffer = read_buffer()  # every connection's reads: one loop, one at a time
         self._open: set[Connection] = set()
         # Requests in start order, hence in deadline order (each is due `timeout` after its
         # start): one timer, at the oldest one's deadline, cuts whatever is still unanswered
@@ -305,7 +306,7 @@ class HttpProbe:
         assert self._loop is not None
         try:
             _, conn = await self._loop.create_connection(
-                lambda: Connection(self, self._header), self._host, self._port,
+                lambda: Connection(self, self._header, self._read_buffer), self._host, self._port,
                 ssl=self._ssl, server_hostname=self._host if self._ssl else None,
             )  # fmt: skip
         except asyncio.CancelledError:
