@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -39,12 +42,16 @@ class RawServer:
     whether to close the connection after them, or None to never answer (the connection is
     held until the client drops it). Each answer is sent `delay` seconds after its request."""
 
-    def __init__(self, answer: Answer, *, clock: Clock, delay: float = 0.0) -> None:
+    def __init__(
+        self, answer: Answer, *, clock: Clock, delay: float = 0.0, tls: ssl.SSLContext | None = None
+    ) -> None:
         self._answer = answer
         self._clock = clock
         self._delay = delay
+        self._tls = tls
         self._sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self._sock.getsockname()[1]}"
         self.accepted: list[float] = []  # clock time of each accepted connection
         self.cut = 0  # connections the client dropped while the server held an answer back
         self._lock = threading.Lock()
@@ -67,6 +74,8 @@ class RawServer:
     def _serve(self, conn: socket.socket) -> None:
         buf = b""
         try:
+            if self._tls is not None:
+                conn = self._tls.wrap_socket(conn, server_side=True)
             while True:
                 while b"\r\n\r\n" not in buf:
                     data = conn.recv(65536)
@@ -115,8 +124,8 @@ def clock() -> Clock:
 def serve(clock: Clock) -> Iterator[Callable[..., RawServer]]:
     servers: list[RawServer] = []
 
-    def make(answer: Answer, *, delay: float = 0.0) -> RawServer:
-        servers.append(RawServer(answer, clock=clock, delay=delay))
+    def make(answer: Answer, *, delay: float = 0.0, tls: ssl.SSLContext | None = None) -> RawServer:
+        servers.append(RawServer(answer, clock=clock, delay=delay, tls=tls))
         return servers[-1]
 
     yield make
@@ -342,6 +351,62 @@ def test_answers_as_servers_give_them(
     samples: list[Sample] = []
     run(probe_for(server.url, clock, samples, rate=20, limit=3, timeout_sec=5.0))
     assert [(s.ok, s.status, s.error) for s in samples] == [(ok, status, error)] * 3
+
+
+def big_answer(n: int) -> tuple[bytes, bool]:
+    # Longer than one read of the probe's buffer: the answer arrives in several reads.
+    body = bytes([65 + n % 26]) * (3 * 64 * 1024 + 17)
+    head = b"HTTP/1.1 200 OK\r\nX-Served-By: app-2/az-b\r\nContent-Length: %d\r\n\r\n"
+    return head % len(body) + body, False
+
+
+def test_answers_longer_than_a_read_are_read_whole(
+    serve: Callable[..., RawServer], clock: Clock
+) -> None:
+    samples: list[Sample] = []
+    run(probe_for(serve(big_answer).url, clock, samples, rate=50, limit=10))
+    assert [(s.ok, s.status, s.server) for s in samples] == [(True, 200, "app-2")] * 10
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """A server context with a certificate for 127.0.0.1 that the probe's default context
+    trusts (through SSL_CERT_FILE, which OpenSSL's default paths read)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+         "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def test_an_https_entrypoint_is_probed_over_tls_and_its_answers_read_whole(
+    serve: Callable[..., RawServer], clock: Clock, tls_server: ssl.SSLContext
+) -> None:
+    samples: list[Sample] = []
+    server = serve(lambda n: big_answer(n) if n % 2 else (OK, False), tls=tls_server)
+    run(probe_for(server.url, clock, samples, rate=50, limit=10))
+    assert [(s.ok, s.status) for s in samples] == [(True, 200)] * 10
+    # Each handshake takes longer than the 20 ms between requests: several connections, the
+    # answers in the order they came.
+    assert sorted(s.server or "" for s in samples) == ["app-1"] * 5 + ["app-2"] * 5
+
+
+def test_an_https_entrypoint_with_an_untrusted_certificate_fails_every_request(
+    serve: Callable[..., RawServer],
+    clock: Clock,
+    tls_server: ssl.SSLContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE")
+    samples: list[Sample] = []
+    run(probe_for(serve(always(), tls=tls_server).url, clock, samples, rate=50, limit=3))
+    assert [(s.ok, s.error) for s in samples] == [(False, "other")] * 3
 
 
 def test_the_entrypoint_path_is_a_prefix_and_the_host_header_is_sent(clock: Clock) -> None:
