@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -201,13 +202,26 @@ def test_kill_9_mid_fault_then_gameday_heal_restores_the_lab(
 
 
 def test_ctrl_c_mid_fault_heals_before_exit(running_lab: LabLayout, state_dir: Path) -> None:
-    proc = pytest_run("features/resilience/server_loss.feature", "-k", "first_server")
+    # Ctrl-C once the run says it injected the fault, so that it lands in the fault's 10 s
+    # hold: the journal and supervisor alone also read "pending, server1 down" during the
+    # heal at the scenario's end. The run's lines are read as they come (unbuffered), and
+    # are in every failure's message.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = pytest_run("features/resilience/server_loss.feature", "-k", "first_server", env=env)
+    lines: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+    reader.start()
     try:
-        wait_until("server1 stopped by the run", lambda: _pending_fault_with_server1_down(
-            running_lab), timeout=60)  # fmt: skip
+        wait_until("the run's fault injected, server1 stopped", lambda: any(
+            "gameday: injected:" in line for line in list(lines)
+        ) and _pending_fault_with_server1_down(running_lab), timeout=60)  # fmt: skip
         os.kill(proc.pid, signal.SIGINT)
-        out, _ = proc.communicate(timeout=180)
-        assert proc.returncode != 0
+        proc.wait(timeout=180)
+        reader.join(30)
+        out = "".join(lines)
+        assert proc.returncode != 0, out[-3000:]
+        assert "KeyboardInterrupt" in out, out[-3000:]
         # Healed by the run itself, before it exited.
         assert Journal(load_target("lab")).pending() == [], out[-2000:]
         assert lab_healthy(running_lab), out[-2000:]
