@@ -143,7 +143,7 @@ class Sample:
         if outcome is not None and outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
         # The fields in one dict rather than the frozen dataclass's object.__setattr__ for each
-        # of them: a probe makes hundreds of samples a second, and this is a third of the cost.
+        # of them: a probe makes hundreds of samples a second, and this halves their cost.
         self.__dict__.update(
             probe=probe, seq=seq, sent=sent, duration=duration, ok=ok, status=status,
             error=error, server=server, key=key, outcome=outcome,
