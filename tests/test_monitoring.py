@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -40,7 +41,15 @@ from gameday.needs import Monitoring
 from gameday.target import Target, TargetError, _parse_target
 from lab import configs
 from lab import monitoring as labmon
-from lab.hostview import CLOCK_TICKS, CpuMeter, ProcStat
+from lab.hostview import (
+    CLOCK_TICKS,
+    PAGE_BYTES,
+    PSS_REFRESH_SEC,
+    CpuMeter,
+    ProcStat,
+    pss_stale,
+    read_stat,
+)
 from lab.layout import PORT_BLOCK, LabLayout
 from tests.conftest import generic_target
 
@@ -397,6 +406,26 @@ def test_the_labs_ports_stay_in_its_block_and_never_collide() -> None:
 
 
 # -- a lab server's CPU meter --------------------------------------------------------------------
+
+
+def test_hostview_reads_pss_again_when_the_processes_move_or_it_is_old() -> None:
+    mib = 1 << 20
+    read = {1: 10 * mib, 2: 50 * mib}
+    assert pss_stale({}, read, 0.0)  # never read
+    assert not pss_stale(read, dict(read), 0.5)
+    assert not pss_stale(read, {1: 10 * mib + 40 * 4096, 2: 50 * mib - 4096}, 1.9)  # small moves
+    assert pss_stale(read, {1: 11 * mib, 2: 50 * mib}, 0.5)  # a process grew by 1 MiB
+    assert pss_stale(read, {1: 10 * mib, 2: 49 * mib}, 0.5)  # or shrank
+    assert pss_stale(read, {1: 10 * mib}, 0.5)  # one ended
+    assert pss_stale(read, {**read, 3: mib}, 0.5)  # a new one (a fault's stress-ng)
+    assert pss_stale(read, dict(read), PSS_REFRESH_SEC)
+
+
+def test_read_stat_gives_a_process_resident_size() -> None:
+    stat = read_stat(os.getpid())
+    assert stat is not None and stat.pid == os.getpid()
+    resident = int(Path("/proc/self/statm").read_text().split()[1]) * PAGE_BYTES
+    assert stat.rss > 0 and abs(stat.rss - resident) < 8 * (1 << 20)
 
 
 def proc(pid: int, user: float, system: float = 0.0, start: int = 10**9) -> ProcStat:
