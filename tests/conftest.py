@@ -8,10 +8,12 @@ set here at import, so the pytest subprocesses the tests start inherit it too.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import http.server
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -143,6 +145,15 @@ def wait_until(what: str, ready: Callable[[], bool], timeout: float = 60.0) -> N
 
     if not poll_until(ready_yet, timeout=timeout):
         raise AssertionError(f"{what} not true after {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port held bound and never listened on: connecting there is refused at once,
+    and nobody else takes the port while it is held."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
 
 
 def lab_healthy(layout: LabLayout) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from gameday.ledger import (
 )
 from gameday.load import free_port
 from gameday.target import Target
+from tests.conftest import refused_port
 from tests.pg import Postgres, PostgresUnavailable, start_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,10 +56,8 @@ def postgres() -> Iterator[Postgres]:
 
 @pytest.fixture(scope="module")
 def nobody_port() -> Iterator[int]:
-    """A loopback port held bound and never listened on: connecting there is refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        yield int(s.getsockname()[1])
+    with refused_port() as port:
+        yield port
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

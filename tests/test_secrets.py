@@ -20,7 +20,7 @@ import pytest
 from gameday import secrets
 from gameday.secrets import MASK, RedactingFilter, redact, register_secret
 from gameday.verdict import Verdict, failed, passed
-from tests.conftest import wait_until
+from tests.conftest import refused_port, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -359,11 +359,7 @@ Feature: canary
 
 def test_canary_password_appears_in_no_output(tmp_path: Path, entrypoint: str) -> None:
     canary = "canary-" + uuid.uuid4().hex[:16]
-    with socket.socket() as dead_db, socket.socket() as dead_cache:
-        # Bound, never listening: connections are refused, and nobody else takes the ports.
-        dead_db.bind(("127.0.0.1", 0))
-        dead_cache.bind(("127.0.0.1", 0))
-        db_port, cache_port = dead_db.getsockname()[1], dead_cache.getsockname()[1]
+    with refused_port() as db_port, refused_port() as cache_port:
         (tmp_path / "pytest.ini").write_text((ROOT / "pytest.ini").read_text())
         (tmp_path / "conftest.py").write_text(
             'pytest_plugins = ["gameday.pytest_plugin", "chaos.pytest_plugin", "steps.deployment",'
