@@ -402,6 +402,29 @@ def test_lost_writes_in_a_history_fails_on_a_missing_acknowledged_write() -> Non
     assert verdict.message == "orders: 1 of 2 acknowledged writes lost: o-1"
 
 
+def ledger_write(seq: int, node: str) -> Sample:
+    return Sample("ledger", seq, seq * 0.05, 0.01, True, None, None, node, str(seq), "ok")
+
+
+def test_lost_writes_name_the_node_that_acknowledged_them() -> None:
+    # Writes 2-4 were acknowledged by the old primary after the failover began; the final
+    # primary never had them.
+    old, new = "10.0.0.1:5432", "10.0.0.2:5432"
+    history = write_history(
+        ledger_write(0, old), ledger_write(1, old), ledger_write(2, old), ledger_write(3, old),
+        ledger_write(4, old), ledger_write(5, new), ledger_write(6, new),
+        ReadBack("ledger", 60.0, ["0", "1", "5", "6"]),
+    )  # fmt: skip
+    verdict = lost_writes_in(history, "ledger")
+    assert not verdict.ok
+    assert verdict.message == (
+        "ledger: 3 of 7 acknowledged writes lost: 2, 3, 4; the lost ones were sent 0.1-0.2 s "
+        f"into the run and acknowledged by {old} 3; the kept ones by {old} 2, {new} 2"
+    )
+    assert verdict.measured["lost_by_server"] == {old: 3}
+    assert verdict.measured["kept_by_server"] == {new: 2, old: 2}
+
+
 def test_lost_writes_in_a_history_without_final_read_fails() -> None:
     verdict = lost_writes_in(write_history(write(1, "ok", True)), "orders")
     assert not verdict.ok

@@ -115,6 +115,12 @@ def test_loss_check_reports_exactly_the_rows_deleted_behind_its_back(
     assert verdict.measured["acknowledged"] == 300
     assert verdict.measured["lost_ids"] == deleted
     assert "3 of 300 acknowledged writes lost: 17, 150, 299" in verdict.message
+    # Each write names the node that acknowledged it: here the primary, for all of them.
+    primary = health.pg_primary(running_lab)
+    assert primary is not None
+    node = f"{running_lab.server_host(primary)}:{running_lab.pg_port(primary)}"
+    assert verdict.measured["lost_by_server"] == {node: 3}
+    assert verdict.measured["kept_by_server"] == {node: 297}
 
 
 def test_recovery_time_agrees_with_pg_auto_failover_events(

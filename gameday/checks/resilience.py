@@ -501,7 +501,42 @@ def lost_writes_in(history: History, probe: str, *, max_lost: int = 0) -> Verdic
     # Read from the history's columns: a million writes are not made into a million objects.
     samples = history.samples(probe)
     acknowledged, unknown = samples.keys("ok"), samples.keys("info")
-    return lost_writes(acknowledged, unknown, final.keys, probe=probe, max_lost=max_lost)
+    verdict = lost_writes(acknowledged, unknown, final.keys, probe=probe, max_lost=max_lost)
+    if not verdict.measured.get("lost"):
+        return verdict
+    return _with_where_lost(verdict, samples, set(acknowledged).difference(final.keys))
+
+
+def _with_where_lost(verdict: Verdict, samples: Iterable[Sample], lost: set[str]) -> Verdict:
+    """The verdict, its message saying which servers acknowledged the lost writes and when
+    they were sent, next to where the kept ones went: a lost block acknowledged by the old
+    primary after the failover began reads differently from one the promoted node dropped.
+    Only when the probe knows its servers (the ledger writer names the database node)."""
+    where_lost: Counter[str] = Counter()
+    where_kept: Counter[str] = Counter()
+    first = last = None
+    for s in samples:
+        if s.outcome != "ok" or s.key is None:
+            continue
+        if s.key in lost:
+            where_lost[s.server or UNKNOWN_SERVER] += 1
+            first = s.sent if first is None else min(first, s.sent)
+            last = s.sent if last is None else max(last, s.sent)
+        else:
+            where_kept[s.server or UNKNOWN_SERVER] += 1
+    if first is None or last is None or set(where_lost) | set(where_kept) == {UNKNOWN_SERVER}:
+        return verdict
+    note = (
+        f"the lost ones were sent {first:.1f}-{last:.1f} s into the run and acknowledged by "
+        f"{_counts(where_lost)}; the kept ones by {_counts(where_kept) or 'none'}"
+    )
+    measured = {
+        **verdict.measured,
+        "lost_by_server": dict(where_lost),
+        "kept_by_server": dict(where_kept),
+        "lost_sent": [round(first, 3), round(last, 3)],
+    }
+    return Verdict(verdict.check, verdict.ok, f"{verdict.message}; {note}", measured)
 
 
 # -- latency ---------------------------------------------------------------------------------

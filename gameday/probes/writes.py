@@ -63,6 +63,9 @@ class WriteProbe:
             unit="write",
         )  # fmt: skip
         self.acknowledged = 0
+        #: per worker thread: the server a write went to, when the probe knows it (`write`
+        #: sets `server`; `_tick` reads it in the same thread)
+        self._where = threading.local()
 
     def start(self) -> WriteProbe:
         self._scheduler.start()
@@ -85,6 +88,7 @@ class WriteProbe:
 
     def _tick(self, tick: Tick) -> None:
         started = time.monotonic()
+        self._where.server = None
         try:
             key, outcome, error, status = self.write(tick.seq)
         except Exception:
@@ -97,7 +101,7 @@ class WriteProbe:
         self._record(
             Sample(
                 probe=self.name, seq=tick.seq, sent=tick.sent, duration=duration,
-                ok=outcome == "ok", status=status, error=error, server=None, key=key,
+                ok=outcome == "ok", status=status, error=error, server=self._where.server, key=key,
                 outcome=outcome,
             )
         )  # fmt: skip
@@ -217,6 +221,10 @@ class LedgerProbe(WriteProbe):
                 conn = self._local.conn = self._connect()
             except psycopg.OperationalError as exc:
                 return key, "fail", _pg_error_kind(exc), None
+            # The node the multi-host URL led this connection to: a lost write then names
+            # the node that acknowledged it (an old primary, a promoted standby).
+            self._local.node = f"{conn.info.host}:{conn.info.port}"
+        self._where.server = self._local.node
         try:
             conn.execute(
                 f"INSERT INTO {LEDGER_TABLE} (run_id, probe, seq) VALUES (%s, %s, %s)",
