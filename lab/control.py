@@ -652,6 +652,11 @@ def _pg_settled(layout: LabLayout) -> bool:
     states = sorted(n.reported_state for n in nodes if n.reported_state == n.goal_state)
     if states != ["primary", "secondary"] or any(n.health != 1 for n in nodes):
         return False
+    # The nodes themselves must agree: a standby that accepts writes, or a primary with no
+    # synchronous standby streaming, is not a settled pair whatever the monitor last heard.
+    servers = {s.pg_node_name: s for s in SERVERS}
+    if any(health.pg_disagreement(layout, servers[n.name], n.reported_state) for n in nodes):
+        return False
     url = layout.db_writer_url.replace(f"{DB_USER}@", "postgres@")
     with psycopg.connect(url, autocommit=True, connect_timeout=1) as conn:
         row = conn.execute("SELECT NOT pg_is_in_recovery()").fetchone()

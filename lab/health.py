@@ -82,6 +82,33 @@ def pg_nodes(layout: LabLayout) -> list[PgNode]:
     return [PgNode(*row) for row in rows]
 
 
+SYNC_STANDBYS_SQL = (
+    "SELECT pg_is_in_recovery(), (SELECT count(*) FROM pg_stat_replication"
+    " WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum'))"
+)
+
+
+def pg_disagreement(layout: LabLayout, server: LabServer, monitor_says: str) -> str | None:
+    """Why the node itself contradicts the monitor's settled `monitor_says` ("primary" or
+    "secondary"), or None when it agrees. The monitor reports what the keepers last told it:
+    a node that accepts writes while called secondary (two writable nodes), or a primary
+    without a standby streaming synchronously, would pass on its word alone, and a failover
+    from there can lose acknowledged writes. Asked over TCP as the superuser (the only role
+    that sees every pg_stat_replication column)."""
+    url = layout.db_node_url(server, "postgres")
+    with psycopg.connect(url, connect_timeout=2, autocommit=True) as conn:
+        row = conn.execute(SYNC_STANDBYS_SQL).fetchone()
+    in_recovery, sync_standbys = (bool(row[0]), int(row[1])) if row else (None, 0)
+    if monitor_says == "secondary" and in_recovery is False:
+        return "accepts writes though the monitor calls it secondary"
+    if monitor_says == "primary":
+        if in_recovery is not False:
+            return "in recovery though the monitor calls it primary"
+        if sync_standbys < 1:
+            return "no standby streaming synchronously from it"
+    return None
+
+
 def pg_primary(layout: LabLayout) -> LabServer | None:
     """The server whose node is the settled primary, if any."""
     for node in pg_nodes(layout):
@@ -169,6 +196,10 @@ def components(layout: LabLayout) -> list[Component]:
             settled = node.reported_state == node.goal_state
             ok = settled and node.reported_state in ("primary", "secondary") and node.health == 1
             detail = "" if settled else f"{node.reported_state} -> {node.goal_state}"
+            if ok:
+                disagrees, err = _ask(pg_disagreement, layout, s, node.reported_state)
+                ok = disagrees is None and not err
+                detail = disagrees or err
             rows.append(
                 Component(s.postgres_program, s.name, layout.pg_port(s), ok,
                           node.reported_state, detail)

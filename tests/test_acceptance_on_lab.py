@@ -74,6 +74,43 @@ def test_standby_check_fails_when_replication_is_broken(running_lab: LabLayout) 
         wait_until("lab healthy again", lambda: lab_healthy(running_lab), timeout=90)
 
 
+def test_a_primary_whose_standby_is_not_synchronous_is_not_healthy(
+    running_lab: LabLayout,
+) -> None:
+    """The monitor still calls the pair primary + secondary; the primary itself says its
+    standby is not synchronous. The lab's health, and so every lab fault's preflight and a
+    heal's wait, ask the nodes too."""
+    import psycopg
+    from psycopg import sql
+
+    primary = health.pg_primary(running_lab)
+    assert primary is not None
+    url = running_lab.db_node_url(primary, "postgres")
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SHOW synchronous_standby_names").fetchone()
+        assert row is not None and row[0]
+        names = str(row[0])
+        conn.execute("ALTER SYSTEM SET synchronous_standby_names = ''")
+        conn.execute("SELECT pg_reload_conf()")
+
+    def flagged() -> bool:
+        rows = {c.name: c for c in health.components(running_lab)}
+        row = rows[primary.postgres_program]
+        return not row.healthy and row.detail == "no standby streaming synchronously from it"
+
+    try:
+        wait_until("the lab's health flags the asynchronous standby", flagged)
+        assert [n.reported_state for n in health.pg_nodes(running_lab)].count("primary") == 1
+        assert not control._pg_settled(running_lab)
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            # ALTER SYSTEM takes no bound parameters: the value goes in as a quoted literal.
+            set_names = sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}")
+            conn.execute(set_names.format(sql.Literal(names)))
+            conn.execute("SELECT pg_reload_conf()")
+        wait_until("lab healthy again", lambda: lab_healthy(running_lab), timeout=90)
+
+
 def _no_streaming_standby(layout: LabLayout) -> bool:
     import psycopg
 

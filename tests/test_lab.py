@@ -420,3 +420,37 @@ def test_a_lab_running_other_programs_is_named_and_left_alone(own_layout: LabLay
     assert "`gameday lab down`, then `gameday lab up`" in str(info.value)
     table, healthy = control.status_table(own_layout)
     assert healthy, table
+
+
+def test_a_failover_waits_through_a_monitor_too_busy_to_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The failover was asked for; one poll of a stalled monitor timing out is not a failed
+    injection. (A stand-in monitor: freezing the real one mid-failover takes minutes.)"""
+    import psycopg
+
+    from chaos.lab import DatabaseFailover
+    from gameday.target import load_target
+
+    class Monitor:
+        def __enter__(self) -> Monitor:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def execute(self, sql: str) -> None:
+            assert "perform_failover" in sql
+
+    answers: list[object] = [SERVERS[0], psycopg.OperationalError("timeout expired"), SERVERS[1]]
+
+    def pg_primary(layout: LabLayout) -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(psycopg, "connect", lambda *a, **kw: Monitor())
+    monkeypatch.setattr(health, "pg_primary", pg_primary)
+    DatabaseFailover(load_target("lab"), {}).inject()
+    assert answers == []
