@@ -34,6 +34,7 @@ from tests.conftest import lab_healthy, lab_target_text, wait_until
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 LEDGER_RATE = 20  # writes per second: the probe interval is 50 ms
+AGREE_SLACK_SEC = 0.75  # the probe's recovery vs the monitor's event, beyond one interval
 
 
 @pytest.fixture
@@ -170,9 +171,14 @@ def test_recovery_time_agrees_with_pg_auto_failover_events(
     truth = (row[0] - datetime.fromtimestamp(clock.wall_anchor, UTC)).total_seconds()
     interval = 1 / LEDGER_RATE
     error = measured - truth
+    bound = interval + AGREE_SLACK_SEC
     print(f"recovery: probe {measured - start:.3f} s, monitor {truth - start:.3f} s, "
-          f"error {error * 1000:+.0f} ms (bound {(interval + 0.1) * 1000:.0f} ms)")  # fmt: skip
-    assert abs(error) <= interval + 0.1
+          f"error {error * 1000:+.0f} ms (bound {bound * 1000:.0f} ms)")  # fmt: skip
+    # How close they agree is a benchmark (bench/resilience.sh: +3 ms, -6 ... +18 ms quiet);
+    # here only that they agree within what a busy machine adds (+210 ms seen at load 10-15:
+    # the first writes after the promotion still connecting), far below a probe that stamped
+    # the wrong write or its reply time after a 5 s timeout.
+    assert abs(error) <= bound
     assert lab_healthy(running_lab)
 
 
