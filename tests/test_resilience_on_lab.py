@@ -245,13 +245,24 @@ def test_ctrl_c_mid_fault_heals_before_exit(running_lab: LabLayout, state_dir: P
 
 def test_history_survives_a_killed_run(running_lab: LabLayout, state_dir: Path) -> None:
     """The run's history is written as it grows: a kill -9 keeps what was recorded."""
-    proc = pytest_run("features/resilience/server_loss.feature", "-k", "first_server")
+    # Killed once the run says it injected the fault (its lines read as they come): server1
+    # down alone came 1 s before the injection's end on a busy machine, and the kill then
+    # landed before the inject-end record this test looks for.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = pytest_run("features/resilience/server_loss.feature", "-k", "first_server", env=env)
+    lines: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+    reader.start()
     try:
-        wait_until("server1 stopped by the run", lambda: _pending_fault_with_server1_down(
-            running_lab), timeout=60)  # fmt: skip
+        wait_until("the run's fault injected, server1 stopped", lambda: any(
+            "gameday: injected:" in line for line in list(lines)
+        ) and _pending_fault_with_server1_down(running_lab), timeout=60)  # fmt: skip
         time.sleep(1)
         os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        reader.join(30)
+        out = "".join(lines)
     finally:
         subprocess.run([sys.executable, "-m", "gameday.cli", "heal", "--target", "lab"],
                        cwd=ROOT, capture_output=True, timeout=180)  # fmt: skip
