@@ -98,11 +98,17 @@ def pg_disagreement(layout: LabLayout, server: LabServer, monitor_says: str) -> 
     url = layout.db_node_url(server, "postgres")
     with psycopg.connect(url, connect_timeout=2, autocommit=True) as conn:
         row = conn.execute(SYNC_STANDBYS_SQL).fetchone()
-    in_recovery, sync_standbys = (bool(row[0]), int(row[1])) if row else (None, 0)
-    if monitor_says == "secondary" and in_recovery is False:
+    if row is None:
+        return "answered nothing about its role"
+    return disagreement(monitor_says, in_recovery=bool(row[0]), sync_standbys=int(row[1]))
+
+
+def disagreement(monitor_says: str, *, in_recovery: bool, sync_standbys: int) -> str | None:
+    """`pg_disagreement`'s judgement of what the node said of itself."""
+    if monitor_says == "secondary" and not in_recovery:
         return "accepts writes though the monitor calls it secondary"
     if monitor_says == "primary":
-        if in_recovery is not False:
+        if in_recovery:
             return "in recovery though the monitor calls it primary"
         if sync_standbys < 1:
             return "no standby streaming synchronously from it"

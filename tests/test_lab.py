@@ -454,3 +454,21 @@ def test_a_failover_waits_through_a_monitor_too_busy_to_answer(
     monkeypatch.setattr(health, "pg_primary", pg_primary)
     DatabaseFailover(load_target("lab"), {}).inject()
     assert answers == []
+
+
+@pytest.mark.parametrize(
+    ("monitor_says", "in_recovery", "sync_standbys", "why"),
+    [
+        ("primary", False, 1, None),
+        ("secondary", True, 0, None),
+        ("secondary", False, 0, "accepts writes though the monitor calls it secondary"),
+        ("primary", True, 0, "in recovery though the monitor calls it primary"),
+        ("primary", False, 0, "no standby streaming synchronously from it"),
+    ],
+)
+def test_a_database_node_that_contradicts_the_monitor_is_named(
+    monitor_says: str, in_recovery: bool, sync_standbys: int, why: str | None
+) -> None:
+    # The real lab's case of the last row: tests/test_acceptance_on_lab.py.
+    got = health.disagreement(monitor_says, in_recovery=in_recovery, sync_standbys=sync_standbys)
+    assert got == why

@@ -213,25 +213,43 @@ def test_kill_9_mid_fault_then_gameday_heal_restores_the_lab(
         control.up(running_lab)
 
 
+class LiveRun:
+    """A `pytest features/...` run whose lines are read as they come (unbuffered), so a test
+    acts on what the run said, and every failure's message can carry its output."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = pytest_run(*args, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.lines: list[str] = []
+        stdout = self.proc.stdout
+        assert stdout is not None
+        self._reader = threading.Thread(target=lambda: self.lines.extend(stdout), daemon=True)
+        self._reader.start()
+
+    def wait_injected_with_server1_down(self, layout: LabLayout) -> None:
+        """Until the run says it injected its fault and the journal holds server1 down: the
+        fault's hold, not the heal at the scenario's end (which reads the same from outside)."""
+        wait_until("the run's fault injected, server1 stopped", lambda: any(
+            "gameday: injected:" in line for line in list(self.lines)
+        ) and _pending_fault_with_server1_down(layout), timeout=60)  # fmt: skip
+
+    def output(self, *, timeout: float) -> str:
+        """Everything the run printed, once it has ended."""
+        self.proc.wait(timeout=timeout)
+        self._reader.join(30)
+        return "".join(self.lines)
+
+
 def test_ctrl_c_mid_fault_heals_before_exit(running_lab: LabLayout, state_dir: Path) -> None:
     # Ctrl-C once the run says it injected the fault, so that it lands in the fault's 10 s
     # hold: the journal and supervisor alone also read "pending, server1 down" during the
     # heal at the scenario's end. The run's lines are read as they come (unbuffered), and
     # are in every failure's message.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = pytest_run("features/resilience/server_loss.feature", "-k", "first_server", env=env)
-    lines: list[str] = []
-    assert proc.stdout is not None
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
-    reader.start()
+    run = LiveRun("features/resilience/server_loss.feature", "-k", "first_server")
+    proc = run.proc
     try:
-        wait_until("the run's fault injected, server1 stopped", lambda: any(
-            "gameday: injected:" in line for line in list(lines)
-        ) and _pending_fault_with_server1_down(running_lab), timeout=60)  # fmt: skip
+        run.wait_injected_with_server1_down(running_lab)
         os.kill(proc.pid, signal.SIGINT)
-        proc.wait(timeout=180)
-        reader.join(30)
-        out = "".join(lines)
+        out = run.output(timeout=180)
         assert proc.returncode != 0, out[-3000:]
         assert "KeyboardInterrupt" in out, out[-3000:]
         # Healed by the run itself, before it exited.
@@ -248,22 +266,15 @@ def test_history_survives_a_killed_run(running_lab: LabLayout, state_dir: Path) 
     # Killed once the run says it injected the fault (its lines read as they come): server1
     # down alone came 1 s before the injection's end on a busy machine, and the kill then
     # landed before the inject-end record this test looks for.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = pytest_run("features/resilience/server_loss.feature", "-k", "first_server", env=env)
-    lines: list[str] = []
-    assert proc.stdout is not None
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
-    reader.start()
+    run = LiveRun("features/resilience/server_loss.feature", "-k", "first_server")
     try:
-        wait_until("the run's fault injected, server1 stopped", lambda: any(
-            "gameday: injected:" in line for line in list(lines)
-        ) and _pending_fault_with_server1_down(running_lab), timeout=60)  # fmt: skip
+        run.wait_injected_with_server1_down(running_lab)
         time.sleep(1)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        reader.join(30)
-        out = "".join(lines)
+        os.killpg(run.proc.pid, signal.SIGKILL)
+        out = run.output(timeout=30)
     finally:
+        if run.proc.poll() is None:  # the wait failed: the run must not outlive the test
+            os.killpg(run.proc.pid, signal.SIGKILL)
         subprocess.run([sys.executable, "-m", "gameday.cli", "heal", "--target", "lab"],
                        cwd=ROOT, capture_output=True, timeout=180)  # fmt: skip
         control.up(running_lab)
